@@ -1,0 +1,188 @@
+"""The `lookahead` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lookahead_router import config
+
+app = typer.Typer(help="Lookahead Router: import routing data, evaluate routers.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Routing datasets: import, download, inspect, split.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console(width=max(Console().width, 160))
+err = Console(stderr=True)
+
+
+def _split(values: Optional[List[str]]) -> list[str]:
+    """Accept both repeated options and comma-separated lists."""
+    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from lookahead_router.data.dataset import DatasetError
+    from lookahead_router.data.download import DownloadError
+    from lookahead_router.data.release import ReleaseFormatError
+    from lookahead_router.data.splits import ProtocolError
+    from lookahead_router.evaluation.decisions import DecisionsError
+    return (DatasetError, DownloadError, ReleaseFormatError, ProtocolError, DecisionsError, ValueError)
+
+
+@data_app.command("import-paper")
+def import_paper(
+    src: Optional[Path] = typer.Option(None, help=f"Release folder (default: ${config.DATA_ENV} "
+                                       "or ../shared/lookahead-data)."),
+    out_file: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    candidates: Optional[List[str]] = typer.Option(None, help="Candidates, in column order "
+                                                   "(default: all found, in the paper's order)."),
+    sources: Optional[List[str]] = typer.Option(None, help="Benchmarks/datasets to import (default: all)."),
+) -> None:
+    """Import the paper's released data (seven test benchmarks + SelfOSS) into a routing dataset."""
+    from lookahead_router.data.release import import_release
+    start = time.perf_counter()
+    try:
+        ds = import_release(config.release_dir(src), _split(candidates) or None, _split(sources) or None)
+        ds.save(out_file)
+    except _known_errors() as exc:
+        _fail(exc)
+    table = Table(title=f"Imported {len(ds)} queries x {len(ds.candidates)} candidates -> {out_file}")
+    for col in ("source", "queries", "complete", "missing responses", "unmatched"):
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for source, rep in ds.metadata["import_report"].items():
+        missing = ", ".join(f"{c} {n}" for c, n in rep["missing"].items() if n) or "0"
+        unmatched = ", ".join(f"{c} {n}" for c, n in rep["unmatched"].items() if n) or "0"
+        table.add_row(source, str(rep["queries"]), str(rep["complete_queries"]), missing, unmatched)
+    out.print(table)
+    out.print(f"done in {time.perf_counter() - start:.1f}s. Queries with a missing response are kept "
+              "(score NaN); 'unmatched' counts responses whose query is not in the question list.")
+
+
+@data_app.command("download")
+def download(
+    out_dir: Path = typer.Option(..., "--out", help="Folder to write the release into."),
+    url: str = typer.Option(None, help="Base URL of the release's compressed_data/ folder."),
+    candidates: Optional[List[str]] = typer.Option(None, help="Candidates to fetch (default: the paper's five)."),
+) -> None:
+    """Fetch the paper's released data over HTTPS (needs internet access)."""
+    from lookahead_router.data.download import DEFAULT_URL, download_release
+    from lookahead_router.data.release import PAPER_CANDIDATES
+    try:
+        written = download_release(out_dir, url or DEFAULT_URL, _split(candidates) or PAPER_CANDIDATES)
+    except _known_errors() as exc:
+        _fail(exc)
+    out.print(f"{len(written)} file(s) written under {out_dir} (complete files already there were kept).")
+
+
+@data_app.command("info")
+def info(data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
+         threshold: float = typer.Option(0.8, help="Label threshold on min-max normalised scores.")) -> None:
+    """Per source: queries, responses per candidate, and the share of positive training labels."""
+    import numpy as np
+
+    from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.data.labels import binary_labels
+    try:
+        ds = RoutingDataset.load(data)
+        labels = binary_labels(ds, threshold)
+    except _known_errors() as exc:
+        _fail(exc)
+    table = Table(title=f"{data}: {len(ds)} queries; cells: responses (positive labels at {threshold})")
+    table.add_column("source")
+    table.add_column("split")
+    table.add_column("queries", justify="right")
+    for c in ds.candidates:
+        table.add_column(c, justify="right")
+    source = ds.queries["source"].to_numpy()
+    for s in ds.sources:
+        rows = source == s
+        cells = [f"{int(ds.available[rows, j].sum())} ({np.nanmean(labels[rows, j]) * 100:.0f}%)"
+                 for j in range(len(ds.candidates))]
+        table.add_row(s, ",".join(sorted(set(ds.queries["split"][rows]))), str(int(rows.sum())), *cells)
+    out.print(table)
+
+
+@data_app.command("folds")
+def folds(
+    data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
+    protocol: str = typer.Option("cv", help="cv (k-fold stratified by benchmark), lobo or split."),
+    k: int = typer.Option(5, help="Folds for cv."),
+    seed: int = typer.Option(0, help="Shuffle seed for cv."),
+    add_train: bool = typer.Option(False, "--add-train", help="Add the training-only rows (SelfOSS) "
+                                   "to every training fold."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Write the folds as JSON (query ids)."),
+) -> None:
+    """Show (and optionally save) the train/test folds of an evaluation protocol."""
+    from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.data.splits import make_folds
+    try:
+        ds = RoutingDataset.load(data)
+        fold_list = make_folds(ds, protocol, k=k, seed=seed, add_train=add_train)
+    except _known_errors() as exc:
+        _fail(exc)
+    ids = ds.queries["id"].to_numpy()
+    for f in fold_list:
+        out.print(f"{f.name}: train {len(f.train)}, test {len(f.test)}")
+    if out_file:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps({f.name: {"train": ids[f.train].tolist(), "test": ids[f.test].tolist()}
+                                        for f in fold_list}))
+        out.print(f"wrote {out_file}")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
+    routers: Optional[List[str]] = typer.Option(None, help="Reference rows: candidate names, "
+                                                "'candidates', 'random', 'oracle' (default: all)."),
+    decisions: Optional[List[Path]] = typer.Option(None, help="Decision files (JSONL) to score."),
+    benchmarks: Optional[List[str]] = typer.Option(None, help="Benchmarks (default: the seven test ones)."),
+    fmt: str = typer.Option("table", "--format", help="table, json or markdown."),
+    alpaca_files: Optional[Path] = typer.Option(None, help="Folder with AlpacaEval's official "
+                                                f"df_gamed.csv (default: ${config.ALPACA_EVAL_FILES_ENV})."),
+    alpaca_hub: bool = typer.Option(False, help="Fetch AlpacaEval's official files from the hub."),
+    compare_paper: bool = typer.Option(False, help="Also print the gaps to the paper's Table 1."),
+    out_file: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON report here."),
+) -> None:
+    """Score routers with each benchmark's native metric; print a report shaped like Table 1."""
+    from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.evaluation.decisions import Decisions
+    from lookahead_router.evaluation.paper_table import gap_markdown
+    from lookahead_router.evaluation.report import CANDIDATES, ORACLE, RANDOM, evaluate
+    if fmt not in ("table", "json", "markdown"):
+        _fail(ValueError(f"--format must be table, json or markdown, not {fmt!r}"))
+    try:
+        ds = RoutingDataset.load(data)
+        loaded = [Decisions.load(p) for p in decisions or []]
+        report = evaluate(ds, _split(routers) or [CANDIDATES, RANDOM, ORACLE], loaded,
+                          _split(benchmarks) or None, config.alpaca_eval_files_dir(alpaca_files), alpaca_hub)
+    except _known_errors() as exc:
+        _fail(exc)
+    if out_file:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(report.to_json())
+    if fmt == "json":
+        sys.stdout.write(report.to_json() + "\n")
+    elif fmt == "markdown":
+        sys.stdout.write(report.to_markdown() + "\n")
+    else:
+        Console(width=max(out.width, 200)).print(report.to_rich())
+    if compare_paper:
+        out.print("\nOurs minus the paper's Table 1 (μo / μn):")
+        sys.stdout.write(gap_markdown(report) + "\n")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,72 @@
+"""Evaluation protocols: which queries train a router and which test it.
+
+  * ``cv``    -- seeded k-fold cross-validation over the test benchmarks, stratified by benchmark;
+                 the out-of-fold decisions cover every benchmark query exactly once.
+  * ``lobo``  -- leave one benchmark out: train on the other benchmarks, test on it.
+  * ``split`` -- an explicit split: test on the rows whose ``split`` is "test", train on the rest.
+With ``add_train=True`` the training-only rows (split "train"/"validation", e.g. SelfOSS) join
+every training fold. A fold is a pair of integer row arrays (train, test) into the dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from lookahead_router.data.dataset import RoutingDataset
+
+PROTOCOLS = ("cv", "lobo", "split")
+
+
+@dataclass(frozen=True)
+class Fold:
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+class ProtocolError(ValueError):
+    """A protocol cannot be applied to this dataset."""
+
+
+def _test_rows(ds: RoutingDataset) -> np.ndarray:
+    return np.flatnonzero(ds.queries["split"].to_numpy() == "test")
+
+
+def _extra_rows(ds: RoutingDataset) -> np.ndarray:
+    return np.flatnonzero(ds.queries["split"].to_numpy() != "test")
+
+
+def make_folds(ds: RoutingDataset, protocol: str = "cv", k: int = 5, seed: int = 0,
+               add_train: bool = False) -> list[Fold]:
+    if protocol not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    test_rows, extra = _test_rows(ds), _extra_rows(ds)
+    if protocol == "split":
+        if not len(test_rows) or not len(extra):
+            raise ProtocolError("the split protocol needs rows with split 'test' and rows without")
+        return [Fold("split", extra, test_rows)]
+    if not len(test_rows):
+        raise ProtocolError("no rows with split 'test' to cross-validate over")
+    source = ds.queries["source"].to_numpy()[test_rows]
+    folds = []
+    if protocol == "lobo":
+        benchmarks = list(dict.fromkeys(source))
+        if len(benchmarks) < 2:
+            raise ProtocolError("leave-one-benchmark-out needs at least two test benchmarks")
+        for b in benchmarks:
+            folds.append(Fold(b, test_rows[source != b], test_rows[source == b]))
+    else:
+        if k < 2:
+            raise ProtocolError(f"k-fold needs k >= 2, got {k}")
+        smallest = min(np.unique(source, return_counts=True)[1])
+        if smallest < k:
+            raise ProtocolError(f"a benchmark has only {smallest} queries, fewer than k={k} folds")
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        for i, (tr, te) in enumerate(splitter.split(test_rows, source)):
+            folds.append(Fold(f"fold{i}", test_rows[tr], test_rows[te]))
+    if add_train:
+        folds = [Fold(f.name, np.concatenate([f.train, extra]), f.test) for f in folds]
+    return folds

@@ -1,0 +1,93 @@
+"""Routing decisions as data: per query the chosen model, optionally per-candidate scores.
+
+File format (JSON Lines, one query per line):
+    {"id": "GSM8K/12", "model": "internlm2_5-20b-chat", "scores": {"Yi-1.5-34B-Chat": 0.31, ...}}
+Any router's output saved this way can be evaluated with `lookahead eval --decisions FILE`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookahead_router.data.dataset import RoutingDataset
+
+
+class DecisionsError(ValueError):
+    """A decisions file is malformed or does not fit the dataset."""
+
+
+@dataclass
+class Decisions:
+    name: str
+    ids: list[str]
+    models: list[str]
+    scores: list[dict[str, float] | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if len(self.ids) != len(self.models):
+            raise DecisionsError(f"{self.name}: {len(self.ids)} ids but {len(self.models)} models")
+        if not self.scores:
+            self.scores = [None] * len(self.ids)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for qid, model, scores in zip(self.ids, self.models, self.scores):
+                row = {"id": qid, "model": model}
+                if scores is not None:
+                    row["scores"] = scores
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, name: str | None = None) -> "Decisions":
+        path = Path(path)
+        if not path.is_file():
+            raise DecisionsError(f"{path}: no such decisions file")
+        ids, models, scores, seen = [], [], [], set()
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DecisionsError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
+                if not isinstance(row, dict) or "id" not in row or "model" not in row:
+                    raise DecisionsError(f"{path}:{lineno}: each line needs fields 'id' and 'model'")
+                if row["id"] in seen:
+                    raise DecisionsError(f"{path}:{lineno}: duplicate id {row['id']!r}")
+                seen.add(row["id"])
+                ids.append(str(row["id"]))
+                models.append(str(row["model"]))
+                scores.append(row.get("scores"))
+        if not ids:
+            raise DecisionsError(f"{path}: no decisions")
+        return cls(name or path.stem, ids, models, scores)
+
+    def choice_for(self, ds: RoutingDataset) -> np.ndarray:
+        """Candidate index per row of ``ds`` (-1 where this file has no decision)."""
+        col = {c: j for j, c in enumerate(ds.candidates)}
+        unknown = sorted({m for m in self.models if m not in col})
+        if unknown:
+            raise DecisionsError(f"{self.name}: model(s) {unknown} are not candidates of the dataset "
+                                 f"({ds.candidates})")
+        by_id = dict(zip(self.ids, self.models))
+        return np.array([col[by_id[q]] if q in by_id else -1 for q in ds.ids], dtype=int)
+
+
+def fixed_decisions(ds: RoutingDataset, model: str) -> Decisions:
+    """Always route to ``model``."""
+    if model not in ds.candidates:
+        raise DecisionsError(f"unknown candidate {model!r}; the dataset has {ds.candidates}")
+    return Decisions(model, ds.ids, [model] * len(ds))

@@ -1,0 +1,147 @@
+"""Evaluate routers on a RoutingDataset and build a report shaped like the paper's Table 1:
+mu_o (native metric) and mu_n (normalised) per benchmark, and the average mu_n per row."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.data.release import TEST_BENCHMARKS
+from lookahead_router.evaluation.decisions import Decisions, DecisionsError
+from lookahead_router.metrics.native import BENCHMARKS, metric_for, normalised, oracle_choice
+
+RANDOM, ORACLE, CANDIDATES = "random", "oracle", "candidates"
+
+
+@dataclass
+class Report:
+    benchmarks: list[str]
+    queries: dict[str, int]
+    rows: dict[str, dict[str, dict[str, float]]]  # row -> benchmark -> {"mu_o", "mu_n"}
+    alpaca_method: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def avg_mu_n(self, row: str) -> float:
+        vals = [self.rows[row][b]["mu_n"] for b in self.benchmarks]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def to_dict(self) -> dict:
+        return {
+            "benchmarks": self.benchmarks,
+            "queries": self.queries,
+            "alpaca_lc_method": self.alpaca_method,
+            "notes": self.notes,
+            "rows": {name: {**{b: dict(v) for b, v in cells.items()}, "avg_mu_n": self.avg_mu_n(name)}
+                     for name, cells in self.rows.items()},
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=True)
+
+    def _cells(self, row: str) -> list[str]:
+        out = []
+        for b in self.benchmarks:
+            cell = self.rows[row][b]
+            out += [_fmt(cell["mu_o"], BENCHMARKS.get(b, BENCHMARKS["GSM8K"]).decimals), _fmt(cell["mu_n"], 1)]
+        return out + [_fmt(self.avg_mu_n(row), 1)]
+
+    def header(self) -> list[str]:
+        cols = ["Method"]
+        for b in self.benchmarks:
+            cols += [f"{b} μo", f"{b} μn"]
+        return cols + ["Avg μn"]
+
+    def to_markdown(self) -> str:
+        lines = ["| " + " | ".join(self.header()) + " |",
+                 "|" + "---|" * len(self.header())]
+        lines += ["| " + " | ".join([row] + self._cells(row)) + " |" for row in self.rows]
+        return "\n".join(lines + [""] + [f"- {n}" for n in self._footer()])
+
+    def to_rich(self):
+        from rich.table import Table
+        table = Table(title="Routing performance (μo: native metric, μn: % of Random→Oracle gap)",
+                      caption="\n".join(self._footer()), caption_justify="left")
+        for i, col in enumerate(self.header()):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in self.rows:
+            table.add_row(row, *self._cells(row))
+        return table
+
+    def _footer(self) -> list[str]:
+        notes = [f"queries: " + ", ".join(f"{b} {self.queries[b]}" for b in self.benchmarks)]
+        if self.alpaca_method:
+            notes.append(f"AlpacaEval LC method: {self.alpaca_method}")
+        return notes + self.notes
+
+
+def _fmt(x: float, decimals: int) -> str:
+    return "–" if x is None or math.isnan(x) else f"{x:.{decimals}f}"
+
+
+def default_benchmarks(ds: RoutingDataset) -> list[str]:
+    """The test benchmarks present in ``ds``, in Table 1 order."""
+    return [b for b in TEST_BENCHMARKS.values() if b in ds.sources]
+
+
+def expand_routers(names: Sequence[str], ds: RoutingDataset) -> list[str]:
+    out = []
+    for name in names:
+        if name == CANDIDATES:
+            out += ds.candidates
+        elif name in (RANDOM, ORACLE) or name in ds.candidates:
+            out.append(name)
+        else:
+            raise DecisionsError(f"unknown reference router {name!r}: use a candidate name "
+                                 f"({', '.join(ds.candidates)}), '{CANDIDATES}', '{RANDOM}' or '{ORACLE}'")
+    return list(dict.fromkeys(out))
+
+
+def evaluate(ds: RoutingDataset, routers: Sequence[str] = (CANDIDATES, RANDOM, ORACLE),
+             decisions: Sequence[Decisions] = (), benchmarks: Sequence[str] | None = None,
+             alpaca_files: str | Path | None = None, alpaca_hub: bool = False) -> Report:
+    """Score reference routers and saved decisions with each benchmark's native metric.
+
+    Random's mu_o is the mean of the candidates' mu_o and Oracle takes the best candidate per query
+    (paper, Section 5.1). When decision files cover only part of a benchmark, every row of that
+    benchmark is scored on the covered queries, and the report says so.
+    """
+    benchmarks = list(benchmarks) if benchmarks else default_benchmarks(ds)
+    unknown = [b for b in benchmarks if b not in ds.sources]
+    if unknown:
+        raise DecisionsError(f"benchmark(s) {unknown} not in the dataset (it has {ds.sources})")
+    names = expand_routers(routers, ds) + [d.name for d in decisions]
+    if len(set(names)) != len(names):
+        raise DecisionsError(f"two rows share a name: {names}; rename a decisions file or pass --name")
+    rows: dict[str, dict] = {name: {} for name in names}
+    report = Report([], {}, rows)
+    for bench in benchmarks:
+        part = ds.where(source=bench)
+        choices = {d.name: d.choice_for(part) for d in decisions}
+        covered = np.ones(len(part), dtype=bool)
+        for c in choices.values():
+            covered &= c >= 0
+        if not covered.any():
+            report.notes.append(f"{bench}: no decisions for any query; left out")
+            continue
+        if not covered.all():
+            report.notes.append(f"{bench}: scored on the {int(covered.sum())} of {len(part)} queries "
+                                "that every decisions file covers")
+        part = part.subset(covered)
+        metric = metric_for(bench, part, alpaca_files, alpaca_hub)
+        report.alpaca_method = getattr(metric, "method", report.alpaca_method)
+        mu = {c: metric(np.full(len(part), j)) for j, c in enumerate(part.candidates)}
+        mu[RANDOM] = float(np.mean([mu[c] for c in part.candidates]))
+        mu[ORACLE] = metric(oracle_choice(metric))
+        for d in decisions:
+            mu[d.name] = metric(choices[d.name][covered])
+        for name in names:
+            rows[name][bench] = {"mu_o": mu[name], "mu_n": normalised(mu[name], mu[RANDOM], mu[ORACLE])}
+        report.benchmarks.append(bench)
+        report.queries[bench] = len(part)
+    return report

@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.metrics import alpaca_lc
-from lookahead_router.metrics.arena_hard import bt_win_rate
+from lookahead_router.metrics.arena_hard import bt_win_rate, game_value
 from lookahead_router.metrics.native import metric_for, normalised, oracle_choice
 
 
@@ -43,8 +43,18 @@ def test_mt_bench_mean_of_both_turns_and_oracle_tie_break():
 def test_arena_hard_hand_cases():
     assert bt_win_rate([["B>A", "A>B"]]) == 100.0  # candidate is B in game 1, A in game 2
     assert bt_win_rate([["A>>B", "A=B"]]) == pytest.approx(100 * 0.5 / 4)  # strong loss weighs 3
-    assert bt_win_rate([["B>>A", None], ["A>B", "B>A"]]) == pytest.approx(100 * 3 / 5)  # None dropped
-    assert math.isnan(bt_win_rate([[None, None]]))
+    # An unparsable verdict counts as a strong loss (the paper's code), or is dropped (Arena-Hard-Auto).
+    assert bt_win_rate([["B>>A", None], ["A>B", "B>A"]]) == pytest.approx(100 * 3 / 8)
+    assert bt_win_rate([["B>>A", None], ["A>B", "B>A"]], unparsable="drop") == pytest.approx(100 * 3 / 5)
+    assert bt_win_rate([[None, None]]) == 0.0
+    assert math.isnan(bt_win_rate([[None, None]], unparsable="drop"))
+    with pytest.raises(ValueError):
+        bt_win_rate([["A>B"]], unparsable="tie")
+
+
+def test_arena_hard_per_query_routing_score():
+    assert [game_value(v, 0) for v in ("A>>B", "A>B", "A=B", "B>A", "B>>A", None)] == [-3, -1, 0, 1, 3, -3]
+    assert [game_value(v, 1) for v in ("A>>B", "A>B", "A=B", "B>A", "B>>A", None)] == [3, 1, 0, -1, -3, -3]
 
 
 def _arena_logistic_fit(games_per_model):
@@ -69,7 +79,7 @@ def _arena_logistic_fit(games_per_model):
     for i, (m, winner) in enumerate(rows):
         x[i, 0], x[i, m] = math.log(10), -math.log(10)
         y[i] = winner == "baseline" or (winner == "tie" and i < len(rows) // 2)
-    coef = LogisticRegression(fit_intercept=False, penalty=None, tol=1e-10, max_iter=1000).fit(x, y).coef_[0]
+    coef = LogisticRegression(fit_intercept=False, C=np.inf, tol=1e-10, max_iter=1000).fit(x, y).coef_[0]
     elo = 400 * coef
     return [100 / (1 + 10 ** ((elo[0] - elo[m]) / 400)) for m in range(1, len(games_per_model) + 1)]
 
@@ -80,7 +90,7 @@ def test_arena_hard_closed_form_equals_bradley_terry_fit():
     models = [[[verdicts[k] for k in rng.integers(0, 6, 2)] for _ in range(40)] for _ in range(3)]
     fitted = _arena_logistic_fit(models)
     for games, expected in zip(models, fitted):
-        assert bt_win_rate(games) == pytest.approx(expected, abs=1e-3)
+        assert bt_win_rate(games, unparsable="drop") == pytest.approx(expected, abs=1e-3)
 
 
 def test_normalised_score():

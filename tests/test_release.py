@@ -28,10 +28,10 @@ def test_import_reads_every_benchmark(fake_dataset):
     assert mt.payload(0)["turn_scores"]["model-b"] == [3.0, 4.0]
     assert mt.responses[0, 1] == "model-b mt answer 0"
     assert mt.queries["turns"][0] == ["mt 0", "mt 0 follow-up"]
-    # Arena-Hard: per-query score is the mean per-game score of the candidate.
+    # Arena-Hard: per-query score sums the candidate's per-game values (game 2 swaps positions).
     arena = ds.where(source="ArenaHard")
-    assert arena.payload(0)["games"]["model-a"] == ["A>>B", "A>>B"]
-    assert arena.scores[0, 0] == pytest.approx((0.0 + 1.0) / 2)  # game 2 swaps positions
+    assert arena.payload(1)["games"]["model-b"] == ["A=B", "B>A"]
+    assert arena.scores[1, 1] == 0 - 1
     # SelfOSS: eval ids become the validation split.
     selfoss = ds.where(source="SelfOSS")
     assert list(selfoss.queries["split"][:3]) == ["validation", "validation", "train"]

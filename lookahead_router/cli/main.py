@@ -178,7 +178,7 @@ def evaluate_cmd(
     elif fmt == "markdown":
         sys.stdout.write(report.to_markdown() + "\n")
     else:
-        Console(width=max(out.width, 200)).print(report.to_rich())
+        Console(width=max(out.width, 240)).print(report.to_rich())
     if compare_paper:
         out.print("\nOurs minus the paper's Table 1 (μo / μn):")
         sys.stdout.write(gap_markdown(report) + "\n")

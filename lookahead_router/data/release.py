@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.metrics.arena_hard import game_value
 
 # The five candidates of the paper's Table 1, in its row order.
 PAPER_CANDIDATES = ["Yi-1.5-34B-Chat", "internlm2_5-20b-chat", "Phi-3-medium-4k-instruct",
@@ -32,9 +33,6 @@ SELFOSS_FOLDER = "train/SelfOSSInstructSC2_filtered2"
 SELFOSS = "SelfOSS"
 ALL_SOURCES = list(TEST_BENCHMARKS.values()) + [SELFOSS]
 
-# Arena-Hard verdicts, judged with the baseline as assistant A in game 1 and as B in game 2,
-# mapped to the candidate's per-game score (much worse 0 ... much better 1).
-_GAME1_SCORE = {"A>>B": 0.0, "A>B": 0.25, "A=B": 0.5, "B>A": 0.75, "B>>A": 1.0}
 _MT_ANSWER_START = "[The Start of Assistant's Answer]\n"
 _MT_ANSWER_END = "\n[The End of Assistant's Answer]"
 
@@ -81,11 +79,12 @@ class _Reader:
         except json.JSONDecodeError as exc:
             raise self.fail(path, f"malformed JSON at line {exc.lineno} ({exc.msg})") from exc
 
-    def field(self, record, key, path: Path, where: str):
+    def field(self, record, key: str, rel: str, where: str):
+        """record[key], or an error naming the file (``rel``) and the record (``where``)."""
         try:
             return record[key]
         except (KeyError, TypeError, IndexError):
-            raise self.fail(self.root / path, f"{where} lacks field {key!r}") from None
+            raise self.fail(self.root / rel, f"{where} lacks field {key!r}") from None
 
     def for_candidate(self, candidate: str) -> "_Reader":
         return _Reader(self.root, self.benchmark, candidate)
@@ -99,7 +98,7 @@ PerCandidate = dict[str, dict]
 
 def _details(r: _Reader, rel: str) -> dict:
     data = r.load(rel)
-    details = r.field(data, "details", Path(rel), "file")
+    details = r.field(data, "details", rel, "file")
     if isinstance(details, list):
         details = {str(i): d for i, d in enumerate(details)}
     return details
@@ -107,7 +106,7 @@ def _details(r: _Reader, rel: str) -> dict:
 
 def _read_alpacaeval(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandidate]:
     rows = r.load("instructions.jsonl.gz")
-    questions = [{"key": i, "prompt": r.field(q, "instruction", Path("instructions.jsonl.gz"), f"line {i + 1}"),
+    questions = [{"key": i, "prompt": r.field(q, "instruction", "instructions.jsonl.gz", f"line {i + 1}"),
                   "payload": {"index": i, "dataset": q.get("dataset"), "reference": q.get("reference", "")}}
                  for i, q in enumerate(rows)]
     by_text = {q["prompt"]: q["key"] for q in questions}
@@ -117,30 +116,25 @@ def _read_alpacaeval(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCa
         got = {}
         for i, a in enumerate(rc.load(rel)):
             where = f"annotation {i}"
-            text = rc.field(a, "instruction", Path(rel), where)
-            pref = rc.field(a, "preference", Path(rel), where)
+            text = rc.field(a, "instruction", rel, where)
+            pref = rc.field(a, "preference", rel, where)
             got[by_text.get(text, ("unknown", text))] = (
-                rc.field(a, "output_2", Path(rel), where), np.nan if pref is None else float(pref), None)
+                rc.field(a, "output_2", rel, where), np.nan if pref is None else float(pref), None)
         per[c] = got
     return questions, per
 
 
 def _arena_score(games: list) -> float:
-    """Mean per-game score of the candidate over the valid verdicts (NaN if none)."""
-    vals = []
-    for g, game in enumerate(games):
-        s = _GAME1_SCORE.get(game)
-        if s is not None:
-            vals.append(s if g == 0 else 1.0 - s)  # game 2 swaps the positions
-    return float(np.mean(vals)) if vals else np.nan
+    """Sum of the candidate's per-game values over its two games, in [-6, 6] (paper's code)."""
+    return float(sum(game_value(v, g) for g, v in enumerate(games))) if games else np.nan
 
 
 def _read_arenahard(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandidate]:
     rel_q = "question.jsonl.gz"
     questions = []
     for i, q in enumerate(r.load(rel_q)):
-        turns = [t["content"] for t in r.field(q, "turns", Path(rel_q), f"line {i + 1}")]
-        questions.append({"key": r.field(q, "question_id", Path(rel_q), f"line {i + 1}"), "prompt": turns[0],
+        turns = [t["content"] for t in r.field(q, "turns", rel_q, f"line {i + 1}")]
+        questions.append({"key": r.field(q, "question_id", rel_q, f"line {i + 1}"), "prompt": turns[0],
                           "turns": turns, "payload": {"cluster": q.get("cluster"), "games": {}}})
     per = {}
     for c in cands:
@@ -148,14 +142,14 @@ def _read_arenahard(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCan
         answers = {}
         rel = f"model_answer/{c}.jsonl.gz"
         for i, a in enumerate(rc.load(rel)):
-            choice = rc.field(a, "choices", Path(rel), f"line {i + 1}")[0]
-            answers[rc.field(a, "question_id", Path(rel), f"line {i + 1}")] = choice["turns"][0]["content"]
+            choice = rc.field(a, "choices", rel, f"line {i + 1}")[0]
+            answers[rc.field(a, "question_id", rel, f"line {i + 1}")] = choice["turns"][0]["content"]
         # An answer without a judgment keeps its text but has no score; the reverse has no text.
         got = {qid: (text, np.nan, None) for qid, text in answers.items()}
         rel = f"model_judgment/{c}.jsonl.gz"
         for i, j in enumerate(rc.load(rel)):
-            qid = rc.field(j, "question_id", Path(rel), f"line {i + 1}")
-            games = [g.get("score") for g in rc.field(j, "games", Path(rel), f"line {i + 1}")]
+            qid = rc.field(j, "question_id", rel, f"line {i + 1}")
+            games = [g.get("score") for g in rc.field(j, "games", rel, f"line {i + 1}")]
             got[qid] = (answers.get(qid), _arena_score(games), {"games": games})
         per[c] = got
     return questions, per
@@ -163,7 +157,7 @@ def _read_arenahard(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCan
 
 def _read_mtbench(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandidate]:
     rel_q = "question.jsonl.gz"
-    questions = [{"key": r.field(q, "question_id", Path(rel_q), f"line {i + 1}"), "prompt": q["turns"][0],
+    questions = [{"key": r.field(q, "question_id", rel_q, f"line {i + 1}"), "prompt": q["turns"][0],
                   "turns": list(q["turns"]), "payload": {"category": q.get("category"), "turn_scores": {}}}
                  for i, q in enumerate(r.load(rel_q))]
     per = {}
@@ -173,13 +167,13 @@ def _read_mtbench(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandi
         answer: dict = {}
         for i, j in enumerate(rc.load(rel)):
             where = f"line {i + 1}"
-            qid, turn = rc.field(j, "question_id", Path(rel), where), rc.field(j, "turn", Path(rel), where)
-            score = rc.field(j, "score", Path(rel), where)
+            qid, turn = rc.field(j, "question_id", rel, where), rc.field(j, "turn", rel, where)
+            score = rc.field(j, "score", rel, where)
             # A rating of -1 marks a judgment FastChat could not parse. It is kept as -1: the
             # paper's Table 1 averages it in (FastChat's own show_result would drop it).
             turns.setdefault(qid, {})[int(turn)] = np.nan if score is None else float(score)
             if int(turn) == 1:
-                prompt = rc.field(j, "user_prompt", Path(rel), where)
+                prompt = rc.field(j, "user_prompt", rel, where)
                 start = prompt.find(_MT_ANSWER_START)
                 end = prompt.rfind(_MT_ANSWER_END)
                 answer[qid] = prompt[start + len(_MT_ANSWER_START):end] if 0 <= start < end else None
@@ -193,7 +187,7 @@ def _read_mtbench(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandi
 
 
 def _prompt_of(rc: _Reader, record: dict, key: str, rel: str, where: str) -> str:
-    return rc.field(rc.field(record, key, Path(rel), where)[0], "prompt", Path(rel), where)
+    return rc.field(rc.field(record, key, rel, where)[0], "prompt", rel, where)
 
 
 def _read_math(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandidate]:
@@ -209,8 +203,8 @@ def _read_math(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandidat
                                           "payload": {"reference": d.get("references")}})
             if questions[int(k)]["prompt"] != prompt:
                 raise rc.fail(r.root / rel, f"{where}: prompt differs from the other candidates' files")
-            got[int(k)] = (rc.field(d, "origin_prediction", Path(rel), where),
-                           float(bool(rc.field(d, "correct", Path(rel), where))), None)
+            got[int(k)] = (rc.field(d, "origin_prediction", rel, where),
+                           float(bool(rc.field(d, "correct", rel, where))), None)
         per[c] = got
     return [questions[k] for k in sorted(questions)], per
 
@@ -232,8 +226,8 @@ def _read_code(r: _Reader, cands: Sequence[str], passed_field: str, payload_fiel
                                           "payload": {payload_field: p.get("gold")}})
             if k not in results:
                 continue  # counted as missing for this candidate by _align
-            passed = rc.field(results[k], passed_field, Path(res_rel), f"details[{k}]")
-            got[int(k)] = (rc.field(p, "prediction", Path(pred_rel), where), float(bool(passed)), None)
+            passed = rc.field(results[k], passed_field, res_rel, f"details[{k}]")
+            got[int(k)] = (rc.field(p, "prediction", pred_rel, where), float(bool(passed)), None)
         per[c] = got
     return [questions[k] for k in sorted(questions)], per
 
@@ -241,15 +235,15 @@ def _read_code(r: _Reader, cands: Sequence[str], passed_field: str, payload_fiel
 def _read_selfoss(r: _Reader, cands: Sequence[str]) -> tuple[Questions, PerCandidate]:
     rel_q = "instructions.jsonl.gz"
     eval_ids = set(r.load("eval_ids.json.gz"))
-    questions = [{"key": r.field(q, "prompt_id", Path(rel_q), f"line {i + 1}"), "prompt": q.get("prompt", ""),
+    questions = [{"key": r.field(q, "prompt_id", rel_q, f"line {i + 1}"), "prompt": q.get("prompt", ""),
                   "payload": {"tags": q.get("tags", [])}} for i, q in enumerate(r.load(rel_q))]
     for q in questions:
         q["split"] = "validation" if q["key"] in eval_ids else "train"
     per = {}
     for c in cands:
         rc, rel = r.for_candidate(c), f"responses/{c}.jsonl.gz"
-        per[c] = {rc.field(x, "prompt_id", Path(rel), f"line {i + 1}"):
-                  (x.get("response"), float(rc.field(x, "score", Path(rel), f"line {i + 1}")), None)
+        per[c] = {rc.field(x, "prompt_id", rel, f"line {i + 1}"):
+                  (x.get("response"), float(rc.field(x, "score", rel, f"line {i + 1}")), None)
                   for i, x in enumerate(rc.load(rel))}
     return questions, per
 

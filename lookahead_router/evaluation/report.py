@@ -67,8 +67,9 @@ class Report:
         from rich.table import Table
         table = Table(title="Routing performance (μo: native metric, μn: % of Random→Oracle gap)",
                       caption="\n".join(self._footer()), caption_justify="left")
-        for i, col in enumerate(self.header()):
-            table.add_column(col, justify="left" if i == 0 else "right")
+        table.add_column("Method", no_wrap=True, min_width=max(map(len, self.rows), default=6))
+        for col in self.header()[1:]:
+            table.add_column(col, justify="right")
         for row in self.rows:
             table.add_row(row, *self._cells(row))
         return table
@@ -108,8 +109,9 @@ def evaluate(ds: RoutingDataset, routers: Sequence[str] = (CANDIDATES, RANDOM, O
     """Score reference routers and saved decisions with each benchmark's native metric.
 
     Random's mu_o is the mean of the candidates' mu_o and Oracle takes the best candidate per query
-    (paper, Section 5.1). When decision files cover only part of a benchmark, every row of that
-    benchmark is scored on the covered queries, and the report says so.
+    (paper, Section 5.1). Queries where some candidate has no scored response are left out, and
+    when decision files cover only part of a benchmark every row of that benchmark is scored on the
+    covered queries; the report's notes say both.
     """
     benchmarks = list(benchmarks) if benchmarks else default_benchmarks(ds)
     unknown = [b for b in benchmarks if b not in ds.sources]
@@ -122,16 +124,21 @@ def evaluate(ds: RoutingDataset, routers: Sequence[str] = (CANDIDATES, RANDOM, O
     report = Report([], {}, rows)
     for bench in benchmarks:
         part = ds.where(source=bench)
+        # Rows compare fairly only where every candidate answered (the paper's code skips the rest).
+        complete = part.available.all(axis=1)
+        if not complete.all():
+            report.notes.append(f"{bench}: {int((~complete).sum())} of {len(part)} queries lack a scored "
+                                "response from some candidate and are left out")
         choices = {d.name: d.choice_for(part) for d in decisions}
-        covered = np.ones(len(part), dtype=bool)
+        covered = complete.copy()
         for c in choices.values():
             covered &= c >= 0
         if not covered.any():
-            report.notes.append(f"{bench}: no decisions for any query; left out")
+            report.notes.append(f"{bench}: no decisions for any scorable query; left out")
             continue
-        if not covered.all():
-            report.notes.append(f"{bench}: scored on the {int(covered.sum())} of {len(part)} queries "
-                                "that every decisions file covers")
+        if covered.sum() < complete.sum():
+            report.notes.append(f"{bench}: scored on the {int(covered.sum())} of {int(complete.sum())} "
+                                "queries that every decisions file covers")
         part = part.subset(covered)
         metric = metric_for(bench, part, alpaca_files, alpaca_hub)
         report.alpaca_method = getattr(metric, "method", report.alpaca_method)

@@ -1,11 +1,13 @@
 """Arena-Hard: Bradley-Terry win rate against the gpt-4-0314 baseline from the judged games.
 
-Arena-Hard-Auto (v0.1) turns each of a model's two games per question into battles against the
-baseline: a verdict of A>>B or B>>A counts `STRONG_WEIGHT` (3) times, a tie counts as half a win,
-an unparsable verdict (None) is dropped. It then fits a Bradley-Terry model by logistic regression
-with the baseline anchored. With only model-vs-baseline battles the maximum-likelihood rating of a
-model against the anchor has a closed form: the weighted share of battles it wins, ties counting
-half. `bt_win_rate` returns that MLE; tests check it against the logistic-regression fit.
+As in Arena-Hard-Auto (v0.1) and the paper's evaluation code, each of a model's two games per
+question becomes battles against the baseline: a strong verdict (A>>B, B>>A) counts
+`STRONG_WEIGHT` = 3 times and a tie half a win. A game whose verdict the judge left unparsable
+(None) counts as a strong loss, as the paper's code does; Arena-Hard-Auto's own show_result drops
+it instead (``unparsable="drop"``). A Bradley-Terry model is then fitted by logistic regression
+with the baseline anchored; with only model-vs-baseline battles its maximum-likelihood win rate
+has a closed form, the weighted share of battles won (ties half). `bt_win_rate` returns it; a
+test checks it against the logistic-regression fit.
 """
 
 from __future__ import annotations
@@ -18,25 +20,33 @@ BASELINE = "gpt-4-0314"
 # Verdicts with the baseline as assistant A (game 1): (candidate's win share, battle weight).
 _GAME1 = {"A>>B": (0.0, STRONG_WEIGHT), "A>B": (0.0, 1), "A=B": (0.5, 1),
           "B>A": (1.0, 1), "B>>A": (1.0, STRONG_WEIGHT)}
+_STRONG_LOSS = (0.0, STRONG_WEIGHT)
 
 
-def game_battles(verdict: str | None, game_index: int) -> tuple[float, float]:
-    """(weighted wins, weight) the candidate gets from one game. Game 2 swaps the positions."""
+def _battle(verdict: str | None, game_index: int, unparsable: str) -> tuple[float, float] | None:
+    """(candidate's win share, weight) of one game; game 2 swaps the positions."""
     if verdict not in _GAME1:
-        return 0.0, 0.0
+        return _STRONG_LOSS if unparsable == "loss" else None
     share, weight = _GAME1[verdict]
-    if game_index % 2 == 1:
-        share = 1.0 - share
-    return share * weight, float(weight)
+    return (1.0 - share if game_index % 2 else share), weight
 
 
-def bt_win_rate(games_per_query: Iterable[Sequence[str | None]]) -> float:
+def game_value(verdict: str | None, game_index: int) -> float:
+    """Per-game routing score from the candidate's side: +3 / +1 / 0 / -1 / -3 (unparsable -3)."""
+    share, weight = _battle(verdict, game_index, "loss")
+    return (2 * share - 1) * weight
+
+
+def bt_win_rate(games_per_query: Iterable[Sequence[str | None]], unparsable: str = "loss") -> float:
     """Win rate (in %) against the baseline of a model whose games are given per query."""
+    if unparsable not in ("loss", "drop"):
+        raise ValueError(f"unparsable must be 'loss' or 'drop', not {unparsable!r}")
     wins = total = 0.0
     for games in games_per_query:
         for g, verdict in enumerate(games or []):
-            w, t = game_battles(verdict, g)
-            wins, total = wins + w, total + t
+            battle = _battle(verdict, g, unparsable)
+            if battle is not None:
+                wins, total = wins + battle[0] * battle[1], total + battle[1]
     if total == 0:
         return float("nan")
     return 100.0 * wins / total

@@ -5,26 +5,16 @@ import pytest
 from typer.testing import CliRunner
 
 from lookahead_router.cli.main import app
-from lookahead_router.evaluation.decisions import Decisions, DecisionsError, fixed_decisions
+from lookahead_router.evaluation.decisions import (Decisions, DecisionsError, fixed_decisions,
+                                                    oracle_decisions, random_decisions)
 from lookahead_router.evaluation.report import evaluate
-from lookahead_router.metrics.native import metric_for, oracle_choice
 
 runner = CliRunner()
 
 
-def _oracle_decisions(ds):
-    ids, models = [], []
-    for source in ds.sources:
-        part = ds.where(source=source)
-        choice = oracle_choice(metric_for(source, part))
-        ids += part.ids
-        models += [part.candidates[j] for j in choice]
-    return Decisions("my-oracle", ids, models)
-
-
 def test_report_rows_and_decisions_agree(fake_dataset):
-    decisions = [_oracle_decisions(fake_dataset), fixed_decisions(fake_dataset, "model-b")]
-    decisions[1].name = "always-b"
+    decisions = [oracle_decisions(fake_dataset), fixed_decisions(fake_dataset, "model-b")]
+    decisions[0].name, decisions[1].name = "my-oracle", "always-b"
     report = evaluate(fake_dataset, decisions=decisions)
     assert report.benchmarks == ["AlpacaEval", "ArenaHard", "MT-Bench", "GSM8K", "MATH", "HumanEval", "MBPP"]
     for b in report.benchmarks:
@@ -65,18 +55,50 @@ def test_decisions_file_round_trip_and_errors(fake_dataset, tmp_path):
 
 def test_cli_eval_formats(fake_dataset, tmp_path):
     data = fake_dataset.save(tmp_path / "ds.parquet")
-    dec = _oracle_decisions(fake_dataset).save(tmp_path / "mine.jsonl")
+    dec = oracle_decisions(fake_dataset).save(tmp_path / "mine.jsonl")
     result = runner.invoke(app, ["eval", "--data", str(data), "--decisions", str(dec), "--format", "json",
                                  "--routers", "random,oracle"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)["rows"]
+    rows = json.loads(result.stdout)["rows"]
     assert set(rows) == {"random", "oracle", "mine"}
     assert rows["mine"]["avg_mu_n"] == pytest.approx(100)
     md = runner.invoke(app, ["eval", "--data", str(data), "--format", "markdown"])
-    assert md.exit_code == 0 and md.output.startswith("| Method | AlpacaEval μo")
+    assert md.exit_code == 0 and md.stdout.startswith("| Method | AlpacaEval μo")
     table = runner.invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "r.json")])
     assert table.exit_code == 0 and "oracle" in table.output and (tmp_path / "r.json").exists()
     bad = runner.invoke(app, ["eval", "--data", str(data), "--routers", "gpt-9"])
     assert bad.exit_code == 2 and "unknown reference router" in bad.output
+    stranger = tmp_path / "stranger.jsonl"
+    stranger.write_text('{"id": "GSM8K/0", "model": "gpt-9"}\n')
+    unknown = runner.invoke(app, ["eval", "--data", str(data), "--decisions", str(stranger)])
+    assert unknown.exit_code == 2 and "gpt-9" in unknown.output and "not candidates" in unknown.output
     missing = runner.invoke(app, ["eval", "--data", str(tmp_path / "nope.parquet")])
     assert missing.exit_code == 2 and "no such routing dataset" in missing.output
+
+
+def test_random_decisions_are_seeded_and_use_answering_candidates(fake_dataset):
+    ds = fake_dataset.subset(range(20))
+    ds.scores[0, :2] = float("nan")  # only model-c answered query 0
+    a, b = random_decisions(ds, seed=1), random_decisions(ds, seed=1)
+    assert a.models == b.models and a.models[0] == "model-c"
+    assert len(set(random_decisions(ds, seed=1).models)) > 1
+    assert a.models != random_decisions(ds, seed=2).models
+
+
+def test_cli_decide_writes_evaluable_reference_decisions(fake_dataset, tmp_path):
+    data = fake_dataset.save(tmp_path / "ds.parquet")
+    for router in ("oracle", "random", "model-a"):
+        result = runner.invoke(app, ["decide", "--data", str(data), "--router", router,
+                                     "--out", str(tmp_path / f"{router}.jsonl")])
+        assert result.exit_code == 0, result.output
+    report = runner.invoke(app, ["eval", "--data", str(data), "--routers", "model-a,oracle", "--format", "json",
+                                 "--decisions", str(tmp_path / "oracle.jsonl"),
+                                 "--decisions", str(tmp_path / "model-a.jsonl")])
+    assert report.exit_code == 2 and "share a name" in report.output  # file stems clash with rows
+    (tmp_path / "oracle.jsonl").rename(tmp_path / "saved-oracle.jsonl")
+    report = runner.invoke(app, ["eval", "--data", str(data), "--routers", "oracle", "--format", "json",
+                                 "--decisions", str(tmp_path / "saved-oracle.jsonl")])
+    rows = json.loads(report.stdout)["rows"]
+    assert rows["saved-oracle"]["avg_mu_n"] == pytest.approx(rows["oracle"]["avg_mu_n"])
+    bad = runner.invoke(app, ["decide", "--data", str(data), "--router", "gpt-9", "--out", str(tmp_path / "x.jsonl")])
+    assert bad.exit_code == 2 and "unknown candidate" in bad.output

@@ -167,7 +167,8 @@ def evaluate_cmd(
         ds = RoutingDataset.load(data)
         loaded = [Decisions.load(p) for p in decisions or []]
         report = evaluate(ds, _split(routers) or [CANDIDATES, RANDOM, ORACLE], loaded,
-                          _split(benchmarks) or None, config.alpaca_eval_files_dir(alpaca_files), alpaca_hub)
+                          _split(benchmarks) or None, config.alpaca_eval_files_dir(alpaca_files), alpaca_hub,
+                          progress=True)
     except _known_errors() as exc:
         _fail(exc)
     if out_file:
@@ -182,6 +183,30 @@ def evaluate_cmd(
     if compare_paper:
         out.print("\nOurs minus the paper's Table 1 (μo / μn):")
         sys.stdout.write(gap_markdown(report) + "\n")
+
+
+@app.command("decide")
+def decide(
+    data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
+    router: str = typer.Option(..., help="A candidate name, 'random' or 'oracle'."),
+    out_file: Path = typer.Option(..., "--out", help="Decisions file to write (JSONL)."),
+    seed: int = typer.Option(0, help="Seed for 'random'."),
+) -> None:
+    """Write a reference router's decisions for every query, in the format `eval` reads."""
+    from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.evaluation.decisions import fixed_decisions, oracle_decisions, random_decisions
+    try:
+        ds = RoutingDataset.load(data)
+        if router == "oracle":
+            decisions = oracle_decisions(ds)
+        elif router == "random":
+            decisions = random_decisions(ds, seed)
+        else:
+            decisions = fixed_decisions(ds, router)
+        decisions.save(out_file)
+    except _known_errors() as exc:
+        _fail(exc)
+    out.print(f"wrote {len(decisions.ids)} decisions to {out_file}")
 
 
 if __name__ == "__main__":

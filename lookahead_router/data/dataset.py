@@ -29,7 +29,7 @@ class DatasetError(ValueError):
     """A routing dataset is malformed or a request on it cannot be met."""
 
 
-@dataclass
+@dataclass(repr=False)
 class RoutingDataset:
     """Queries x candidates.
 
@@ -64,6 +64,10 @@ class RoutingDataset:
         dup = self.queries["id"][self.queries["id"].duplicated()]
         if len(dup):
             raise DatasetError(f"duplicate query ids, e.g. {list(dup[:3])}")
+
+    def __repr__(self) -> str:
+        return (f"RoutingDataset({len(self)} queries x {len(self.candidates)} candidates "
+                f"{self.candidates}, sources {self.sources})")
 
     # -- shape -----------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -91,3 +91,27 @@ def fixed_decisions(ds: RoutingDataset, model: str) -> Decisions:
     if model not in ds.candidates:
         raise DecisionsError(f"unknown candidate {model!r}; the dataset has {ds.candidates}")
     return Decisions(model, ds.ids, [model] * len(ds))
+
+
+def random_decisions(ds: RoutingDataset, seed: int = 0) -> Decisions:
+    """One seeded draw of uniform routing among the candidates that answered each query.
+    (Reports use Random's expected value, the mean of the candidates, as the paper does.)"""
+    rng = np.random.default_rng(seed)
+    models = []
+    for row in ds.available:
+        choices = np.flatnonzero(row) if row.any() else np.arange(len(ds.candidates))
+        models.append(ds.candidates[int(rng.choice(choices))])
+    return Decisions(f"random-seed{seed}", ds.ids, models)
+
+
+def oracle_decisions(ds: RoutingDataset) -> Decisions:
+    """The best-scoring candidate per query (ties as in the reports' Oracle row)."""
+    from lookahead_router.metrics.native import metric_for, oracle_choice
+
+    models = np.empty(len(ds), dtype=object)
+    source = ds.queries["source"].to_numpy()
+    for s in ds.sources:
+        rows = np.flatnonzero(source == s)
+        part = ds.subset(rows)
+        models[rows] = [part.candidates[j] for j in oracle_choice(metric_for(s, part))]
+    return Decisions("oracle", ds.ids, models.tolist())

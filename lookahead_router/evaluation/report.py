@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.release import TEST_BENCHMARKS
@@ -105,7 +106,8 @@ def expand_routers(names: Sequence[str], ds: RoutingDataset) -> list[str]:
 
 def evaluate(ds: RoutingDataset, routers: Sequence[str] = (CANDIDATES, RANDOM, ORACLE),
              decisions: Sequence[Decisions] = (), benchmarks: Sequence[str] | None = None,
-             alpaca_files: str | Path | None = None, alpaca_hub: bool = False) -> Report:
+             alpaca_files: str | Path | None = None, alpaca_hub: bool = False,
+             progress: bool = False) -> Report:
     """Score reference routers and saved decisions with each benchmark's native metric.
 
     Random's mu_o is the mean of the candidates' mu_o and Oracle takes the best candidate per query
@@ -122,7 +124,7 @@ def evaluate(ds: RoutingDataset, routers: Sequence[str] = (CANDIDATES, RANDOM, O
         raise DecisionsError(f"two rows share a name: {names}; rename a decisions file or pass --name")
     rows: dict[str, dict] = {name: {} for name in names}
     report = Report([], {}, rows)
-    for bench in benchmarks:
+    for bench in tqdm(benchmarks, desc="eval", unit="benchmark", disable=not progress):
         part = ds.where(source=bench)
         # Rows compare fairly only where every candidate answered (the paper's code skips the rest).
         complete = part.available.all(axis=1)

@@ -49,7 +49,7 @@ class Report:
         out = []
         for b in self.benchmarks:
             cell = self.rows[row][b]
-            out += [_fmt(cell["mu_o"], BENCHMARKS.get(b, BENCHMARKS["GSM8K"]).decimals), _fmt(cell["mu_n"], 1)]
+            out += [_fmt(cell["mu_o"], BENCHMARKS[b].decimals if b in BENCHMARKS else 1), _fmt(cell["mu_n"], 1)]
         return out + [_fmt(self.avg_mu_n(row), 1)]
 
     def header(self) -> list[str]:
@@ -76,7 +76,9 @@ class Report:
         return table
 
     def _footer(self) -> list[str]:
-        notes = [f"queries: " + ", ".join(f"{b} {self.queries[b]}" for b in self.benchmarks)]
+        notes = ["μo: " + ", ".join(f"{b} {BENCHMARKS[b].metric if b in BENCHMARKS else 'mean score x 100'}"
+                                   for b in self.benchmarks),
+                 "queries: " + ", ".join(f"{b} {self.queries[b]}" for b in self.benchmarks)]
         if self.alpaca_method:
             notes.append(f"AlpacaEval LC method: {self.alpaca_method}")
         return notes + self.notes

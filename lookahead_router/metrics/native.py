@@ -8,6 +8,7 @@ candidate; `normalised` turns mu_o into mu_n against Random and Oracle.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +20,6 @@ from lookahead_router.metrics.arena_hard import bt_win_rate
 
 class Metric:
     """mu_o of a benchmark for a choice of candidate per row."""
-
-    name = "score"
 
     def __init__(self, ds: RoutingDataset):
         self.ds = ds
@@ -36,10 +35,6 @@ class Metric:
 class MeanScore(Metric):
     """Accuracy / pass@1 (scores 0/1) or mean unit-test pass rate, in %. A missing response fails."""
 
-    def __init__(self, ds: RoutingDataset, name: str):
-        super().__init__(ds)
-        self.name = name
-
     def __call__(self, choice: np.ndarray) -> float:
         picked = self.ds.scores[np.arange(len(self.ds)), choice]
         return float(np.nan_to_num(picked).mean() * 100)
@@ -48,8 +43,7 @@ class MeanScore(Metric):
 class MTBench(Metric):
     """Mean GPT-4 rating (1-10) over both turns of the picked conversations."""
 
-    name = "score (1-10)"
-
+    @cached_property
     def _turns(self) -> np.ndarray:
         out = np.full(self.ds.scores.shape + (2,), np.nan)
         for i in range(len(self.ds)):
@@ -61,17 +55,15 @@ class MTBench(Metric):
 
     def per_query(self) -> np.ndarray:
         with np.errstate(all="ignore"):
-            return np.nanmean(self._turns(), axis=2)
+            return np.nanmean(self._turns, axis=2)
 
     def __call__(self, choice: np.ndarray) -> float:
-        picked = self._turns()[np.arange(len(self.ds)), choice]
+        picked = self._turns[np.arange(len(self.ds)), choice]
         return float(np.nanmean(picked))
 
 
 class ArenaHard(Metric):
     """Bradley-Terry win rate (%) against gpt-4-0314 from the picked responses' judged games."""
-
-    name = "win rate vs gpt-4-0314"
 
     def __call__(self, choice: np.ndarray) -> float:
         games = []
@@ -82,8 +74,6 @@ class ArenaHard(Metric):
 
 class AlpacaEval(Metric):
     """Length-controlled win rate (%) against the GPT-4-turbo reference."""
-
-    name = "LC win rate"
 
     def __init__(self, ds: RoutingDataset, files_dir: str | Path | None = None, hub: bool = False):
         super().__init__(ds)
@@ -111,8 +101,8 @@ class BenchmarkInfo:
 
 BENCHMARKS = {
     "AlpacaEval": BenchmarkInfo("LC win rate", 1),
-    "ArenaHard": BenchmarkInfo("win rate", 1),
-    "MT-Bench": BenchmarkInfo("GPT-4 score", 2),
+    "ArenaHard": BenchmarkInfo("win rate vs gpt-4-0314", 1),
+    "MT-Bench": BenchmarkInfo("GPT-4 rating 1-10", 2),
     "GSM8K": BenchmarkInfo("accuracy", 1),
     "MATH": BenchmarkInfo("accuracy", 1),
     "HumanEval": BenchmarkInfo("pass@1", 1),
@@ -133,7 +123,7 @@ def metric_for(source: str, ds: RoutingDataset, alpaca_files: str | Path | None 
         return ArenaHard(ds)
     if source == "MT-Bench":
         return MTBench(ds)
-    return MeanScore(ds, BENCHMARKS[source].metric if source in BENCHMARKS else "mean score")
+    return MeanScore(ds)
 
 
 def oracle_choice(metric: Metric) -> np.ndarray:

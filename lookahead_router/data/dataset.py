@@ -197,14 +197,3 @@ class RoutingDataset:
                           dtype=float).reshape(n, t)
         metadata = json.loads(meta.get(b"lookahead.metadata", b"{}"))
         return cls(candidates, queries, responses, scores, metadata)
-
-    def summary(self) -> pd.DataFrame:
-        """Per source: query count, split, and how many responses each candidate has."""
-        rows = []
-        for source in self.sources:
-            part = self.where(source=source)
-            row = {"source": source, "queries": len(part),
-                   "split": ",".join(sorted(set(part.queries["split"])))}
-            row.update({c: int(part.available[:, j].sum()) for j, c in enumerate(self.candidates)})
-            rows.append(row)
-        return pd.DataFrame(rows)

@@ -4,9 +4,10 @@ release."""
 
 from __future__ import annotations
 
+from lookahead_router.data.release import TEST_BENCHMARKS
 from lookahead_router.evaluation.report import Report
 
-BENCHMARK_ORDER = ["AlpacaEval", "ArenaHard", "MT-Bench", "GSM8K", "MATH", "HumanEval", "MBPP"]
+BENCHMARK_ORDER = list(TEST_BENCHMARKS.values())  # Table 1's column order
 
 # row -> (mu_o, mu_n) per benchmark in BENCHMARK_ORDER, then Avg mu_n.
 _ROWS = {

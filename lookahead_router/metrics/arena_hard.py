@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 STRONG_WEIGHT = 3
-BASELINE = "gpt-4-0314"
 
 # Verdicts with the baseline as assistant A (game 1): (candidate's win share, battle weight).
 _GAME1 = {"A>>B": (0.0, STRONG_WEIGHT), "A>B": (0.0, 1), "A=B": (0.5, 1),

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.release import TEST_BENCHMARKS
 from lookahead_router.evaluation.decisions import Decisions, DecisionsError
-from lookahead_router.metrics.native import BENCHMARKS, metric_for, normalised, oracle_choice
+from lookahead_router.metrics.native import benchmark_info, metric_for, normalised, oracle_choice
 
 RANDOM, ORACLE, CANDIDATES = "random", "oracle", "candidates"
 
@@ -49,7 +49,7 @@ class Report:
         out = []
         for b in self.benchmarks:
             cell = self.rows[row][b]
-            out += [_fmt(cell["mu_o"], BENCHMARKS[b].decimals if b in BENCHMARKS else 1), _fmt(cell["mu_n"], 1)]
+            out += [_fmt(cell["mu_o"], benchmark_info(b).decimals), _fmt(cell["mu_n"], 1)]
         return out + [_fmt(self.avg_mu_n(row), 1)]
 
     def header(self) -> list[str]:
@@ -76,7 +76,7 @@ class Report:
         return table
 
     def _footer(self) -> list[str]:
-        notes = ["μo: " + ", ".join(f"{b} {BENCHMARKS[b].metric if b in BENCHMARKS else 'mean score x 100'}"
+        notes = ["μo: " + ", ".join(f"{b} {benchmark_info(b).metric}"
                                    for b in self.benchmarks),
                  "queries: " + ", ".join(f"{b} {self.queries[b]}" for b in self.benchmarks)]
         if self.alpaca_method:

@@ -109,6 +109,12 @@ BENCHMARKS = {
     "MBPP": BenchmarkInfo("pass@1", 1),
     "SelfOSS": BenchmarkInfo("test pass rate", 1),
 }
+_OWN_DATA = BenchmarkInfo("mean score x 100", 1)  # a user's own source
+
+
+def benchmark_info(source: str) -> BenchmarkInfo:
+    """Metric name and printed decimals of ``source`` (any unknown source: the mean raw score)."""
+    return BENCHMARKS.get(source, _OWN_DATA)
 
 
 def metric_for(source: str, ds: RoutingDataset, alpaca_files: str | Path | None = None,

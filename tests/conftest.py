@@ -74,6 +74,15 @@ def build_fake_release(root: Path, candidates=FAKE_CANDIDATES, seed: int = 0) ->
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_dir(tmp_path_factory) -> Path:
+    """Routers cache embeddings on disk: keep the tests' cache out of $HOME (one per session)."""
+    path = tmp_path_factory.mktemp("feature-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOKAHEAD_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture
 def fake_release(tmp_path) -> Path:
     return build_fake_release(tmp_path / "release")

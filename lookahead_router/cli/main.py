@@ -13,30 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lookahead_router import config
-
-app = typer.Typer(help="Lookahead Router: import routing data, evaluate routers.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Routing datasets: import, download, inspect, split.", no_args_is_help=True)
-app.add_typer(data_app, name="data")
-out = Console(width=max(Console().width, 160))
-err = Console(stderr=True)
-
-
-def _split(values: Optional[List[str]]) -> list[str]:
-    """Accept both repeated options and comma-separated lists."""
-    return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
-
-
-def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _known_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by the user's input or the network: reported in one line, exit status 2.
-    (Every error class of the package derives from ValueError, except DownloadError.)"""
-    from lookahead_router.data.download import DownloadError
-    return (ValueError, DownloadError)
+from lookahead_router.cli.common import _fail, _known_errors, _split, app, data_app, out
 
 
 @data_app.command("import-paper")
@@ -206,6 +183,8 @@ def decide(
         _fail(exc)
     out.print(f"wrote {len(decisions.ids)} decisions to {out_file}")
 
+
+from lookahead_router.cli import train as _train_commands  # noqa: E402,F401  (registers train, benchmark)
 
 if __name__ == "__main__":
     app()

@@ -108,6 +108,8 @@ class RoutingDataset:
         rows = np.asarray(rows)
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
+        elif rows.size == 0:
+            rows = rows.astype(int)  # np.asarray([]) is float: an empty selection is still valid
         return RoutingDataset(list(self.candidates), self.queries.iloc[rows].copy(),
                               self.responses[rows], self.scores[rows], dict(self.metadata))
 

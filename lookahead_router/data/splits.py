@@ -70,3 +70,22 @@ def make_folds(ds: RoutingDataset, protocol: str = "cv", k: int = 5, seed: int =
     if add_train:
         folds = [Fold(f.name, np.concatenate([f.train, extra]), f.test) for f in folds]
     return folds
+
+
+def validation_split(ds: RoutingDataset, fraction: float = 0.1, seed: int = 0
+                     ) -> tuple[RoutingDataset, RoutingDataset]:
+    """Carve a validation set out of a training fold, stratified by source (every source with at
+    least two rows gives at least one). The test fold never enters: checkpoints are chosen here."""
+    if not 0.0 < fraction < 1.0:
+        raise ProtocolError(f"validation fraction must lie in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    source = ds.queries["source"].to_numpy()
+    val = []
+    for s in dict.fromkeys(source):
+        rows = rng.permutation(np.flatnonzero(source == s))
+        if len(rows) >= 2:
+            val.extend(rows[:max(1, round(fraction * len(rows)))])
+    if not val:
+        raise ProtocolError(f"{len(ds)} training rows are too few to carve a validation split")
+    val = np.sort(np.array(val))
+    return ds.subset(np.setdiff1d(np.arange(len(ds)), val)), ds.subset(val)

@@ -1,0 +1,131 @@
+"""`lookahead benchmark --preset smoke` end to end, `lookahead train` (also under
+`accelerate launch` with 2 CPU processes), and the errors a user can run into."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lookahead_router.cli.main import app
+from lookahead_router.evaluation.benchmark import BASELINES, PRESETS, run_benchmark
+from lookahead_router.routers.base import Router
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def fake_parquet(fake_dataset, tmp_path) -> Path:
+    return fake_dataset.save(tmp_path / "fake.parquet")
+
+
+def test_smoke_benchmark_trains_every_baseline_and_writes_the_report(fake_dataset, fake_parquet, tmp_path):
+    out = tmp_path / "bench"
+    result = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
+                                 "--protocol", "cv5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    for name in BASELINES + ("random", "oracle", "model-a"):
+        assert name in report["rows"], name
+        assert np.isfinite(report["rows"][name]["avg_mu_n"])
+    assert report["rows"]["oracle"]["avg_mu_n"] == pytest.approx(100.0)
+    assert report["run"]["preset"] == "smoke" and len(report["run"]["folds"]) == 5
+    assert (out / "report.md").read_text().count("| knn |") == 1
+    assert (out / "mu_n.png").stat().st_size > 1000
+    # every benchmark query is decided exactly once, out of fold
+    ids = [json.loads(line)["id"] for f in sorted((out / "decisions" / "knn").glob("*.jsonl"))
+           for line in f.read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == len(fake_dataset.where(split="test"))
+    # a second run reuses the finished (router, fold) decisions and gives the same table
+    again = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
+                                "--routers", "knn,mlc-mlm", "--out", str(out)])
+    assert again.exit_code == 0, again.output
+    assert "reusing" in again.output
+    rerun = json.loads((out / "report.json").read_text())
+    assert rerun["rows"]["mlc-mlm"] == report["rows"]["mlc-mlm"]
+    # ... but never decisions made with other settings
+    other = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
+                                "--routers", "knn", "--set", "knn.k=3", "--out", str(out)])
+    assert other.exit_code == 2 and "other settings" in other.output
+
+
+def test_benchmark_bad_input(fake_dataset, fake_parquet, tmp_path):
+    bad = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
+                              "--routers", "knn,nope", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "unknown router(s) ['nope']" in bad.output
+    bad = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "laptop",
+                              "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "unknown preset 'laptop'" in bad.output
+    one = fake_dataset.select_candidates(["model-a"])
+    with pytest.raises(ValueError, match="at least two candidates"):
+        run_benchmark(one, ["knn"], preset="smoke", out_dir=tmp_path / "one", progress=False)
+    # lobo on a dataset with a single benchmark has no fold to train on
+    gsm = fake_dataset.where(source="GSM8K")
+    with pytest.raises(ValueError, match="at least two test benchmarks"):
+        run_benchmark(gsm, ["knn"], protocol="lobo", preset="smoke", out_dir=tmp_path / "g",
+                      add_train=False, progress=False)
+    # the split protocol with no training rows: an empty training fold
+    with pytest.raises(ValueError, match="split protocol needs rows"):
+        run_benchmark(fake_dataset.where(split="test"), ["knn"], protocol="split", preset="smoke",
+                      out_dir=tmp_path / "s", progress=False)
+
+
+def test_train_cli_saves_a_router_that_loads(fake_parquet, tmp_path):
+    out = tmp_path / "router"
+    result = runner.invoke(app, ["train", "--router", "zooter-mlm", "--data", str(fake_parquet),
+                                 "--out", str(out), "--backbone", "tiny-bert", "--epochs", "1",
+                                 "--batch-size", "8", "--eval-every", "2", "--set", "hidden=16"])
+    assert result.exit_code == 0, result.output
+    assert "best validation utility" in result.output
+    router = Router.load(out)
+    assert router.name == "zooter-mlm" and router.options["hidden"] == 16
+    assert router.score(["a prompt"]).shape == (1, 3)
+    bad = runner.invoke(app, ["train", "--router", "mlc-mlm", "--data", str(fake_parquet),
+                              "--out", str(tmp_path / "x"), "--candidates", "model-a"])
+    assert bad.exit_code == 2 and "at least two candidates" in bad.output
+    bad = runner.invoke(app, ["train", "--router", "mlc-mlm", "--data", str(tmp_path / "none.parquet"),
+                              "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "none.parquet" in bad.output
+
+
+def _train_args(data: Path, out: Path) -> list[str]:
+    return ["train", "--router", "mlc-mlm", "--data", str(data), "--out", str(out), "--backbone",
+            "tiny-bert", "--finetune", "--epochs", "2", "--batch-size", "4", "--eval-every", "3",
+            "--max-length", "32"]
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
+                    reason="accelerate's launcher is not installed")
+def test_training_runs_under_accelerate_launch_with_two_cpu_processes(fake_parquet, tmp_path):
+    single = runner.invoke(app, _train_args(fake_parquet, tmp_path / "one"))
+    assert single.exit_code == 0, single.output
+    launcher = str(Path(sys.executable).parent / "accelerate")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lookahead_router.cli.main",
+                           *_train_args(fake_parquet, tmp_path / "two")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = {}
+    for name in ("one", "two"):
+        training = json.loads((tmp_path / name / "router.json").read_text())["extra"]["training"]
+        steps[name] = training["steps"]
+    # each process sees half of every epoch: half the optimizer steps of the single process
+    assert steps["two"] * 2 == pytest.approx(steps["one"], abs=2)
+    assert Router.load(tmp_path / "two").score(["x"]).shape == (1, 3)
+
+
+def test_routers_command_lists_every_baseline():
+    result = runner.invoke(app, ["routers"])
+    assert result.exit_code == 0
+    for name in BASELINES:
+        assert name in result.output
+    assert PRESETS["cpu"].options("mlc-clm")["backbone"] == "smollm2"
+    assert PRESETS["cpu"].options("routerdc-mlm")["backbone"] == "minilm"

@@ -87,6 +87,15 @@ def test_train_cli_saves_a_router_that_loads(fake_parquet, tmp_path):
     router = Router.load(out)
     assert router.name == "zooter-mlm" and router.options["hidden"] == 16
     assert router.score(["a prompt"]).shape == (1, 3)
+    # SelfOSS's own validation rows choose the checkpoint; only its training rows train
+    selfoss = runner.invoke(app, ["train", "--router", "mlc-clm", "--data", str(fake_parquet),
+                                  "--out", str(tmp_path / "selfoss"), "--backbone", "tiny-llama",
+                                  "--splits", "train", "--validation-split", "validation", "--epochs", "1"])
+    assert selfoss.exit_code == 0, selfoss.output
+    assert "on 8 rows" in selfoss.output
+    bad = runner.invoke(app, ["train", "--router", "mlc-mlm", "--data", str(fake_parquet),
+                              "--out", str(tmp_path / "x"), "--validation-split", "dev"])
+    assert bad.exit_code == 2 and "no rows with split 'dev'" in bad.output
     bad = runner.invoke(app, ["train", "--router", "mlc-mlm", "--data", str(fake_parquet),
                               "--out", str(tmp_path / "x"), "--candidates", "model-a"])
     assert bad.exit_code == 2 and "at least two candidates" in bad.output

@@ -68,7 +68,7 @@ def train_cmd(
         validation = None
         if validation_split:
             validation = ds.where(split=validation_split)
-            ds = ds.subset(ds.queries.index[ds.queries["split"] != validation_split].to_numpy())
+            ds = ds.subset(ds.queries["split"].to_numpy() != validation_split)
             if not len(validation):
                 raise ValueError(f"{data}: no rows with split {validation_split!r} to validate on")
         if splits or sources:

@@ -199,7 +199,7 @@ def plot_mu_n(report: Report, rows: list[str], path: Path) -> None:
     import matplotlib.pyplot as plt
     cols = report.benchmarks + ["Avg"]
     width = 0.8 / max(1, len(rows))
-    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(cols) * max(1, len(rows)) / 3), 4.5))
+    fig, ax = plt.subplots(figsize=(min(16, 4 + 1.2 * len(cols)), 5))
     for i, row in enumerate(rows):
         vals = [report.rows[row][b]["mu_n"] for b in report.benchmarks] + [report.avg_mu_n(row)]
         ax.bar(np.arange(len(cols)) + i * width, vals, width, label=row)

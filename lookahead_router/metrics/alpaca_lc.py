@@ -149,7 +149,7 @@ class LengthControlledWinRate:
         of the same instructions join the fit with their own intercepts, so they only pull the
         shared length and difficulty slopes; together they weigh `_GAMED_LAMBDA` as the gamed
         rows do in alpaca_eval."""
-        n, t = len(rows), self.preferences.shape[1]
+        t = self.preferences.shape[1]
         blocks, weights = [], []
         for group in range(-1, t):  # -1: the routed selection itself
             if group < 0:

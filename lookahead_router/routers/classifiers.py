@@ -32,7 +32,7 @@ from lookahead_router.routers.backbones import (CAUSAL, ENCODER, effective_max_l
                                                 pooled_hidden)
 from lookahead_router.routers.base import Router, RouterError, register
 from lookahead_router.routers.features import FeatureExtractor
-from lookahead_router.training.engine import TrainConfig, config_from, train
+from lookahead_router.training.engine import config_from, train
 
 DEFAULTS = dict(backbone=None, finetune=False, max_length=256, hidden=256, dropout=0.1,
                 threshold=0.8, val_fraction=0.1, lr=5e-5, batch_size=64, epochs=2.0, grad_accum=1,

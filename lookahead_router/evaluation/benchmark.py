@@ -56,6 +56,7 @@ def _preset(name, description, similarity, neighbours, mlm, clm, per_source=None
 
 _HEADS = dict(finetune=False, lr=1e-3, batch_size=64, epochs=10, eval_every=50, hidden=256)
 PRESETS = {p.name: p for p in [
+    # smoke fine-tunes the encoder and freezes the causal LM, so both training paths run
     _preset("smoke", "tiny random-initialised backbones, 24 rows per source: checks the plumbing",
             dict(backbone="tiny-bert", max_length=64), dict(k=10, n0=50, response_max_length=64),
             mlm=dict(backbone="tiny-bert", max_length=64, finetune=True, lr=1e-3, batch_size=8, epochs=1,
@@ -109,13 +110,14 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = BASELINES, protoc
     out_dir = Path(out_dir)
     started = time.perf_counter()
     timings: dict[str, dict] = {}
-    decisions = []
+    decisions, used_options = [], {}
     for router in routers:
-        options = {**preset.options(router), **(overrides or {}).get(router, {}), "progress": progress}
+        used_options[router] = {**preset.options(router), **(overrides or {}).get(router, {})}
+        options = {**used_options[router], "progress": progress}
         ids, models, scores = [], [], []
         timings[router] = {"fit_s": 0.0, "score_s": 0.0, "folds": {}}
         _check_settings(out_dir / "decisions" / router, {
-            "options": {k: v for k, v in options.items() if k != "progress"}, "protocol": protocol,
+            "options": used_options[router], "protocol": protocol,
             "seed": seed, "add_train": add_train, "preset": preset.name, "rows": len(ds)})
         for fold in folds:
             path = out_dir / "decisions" / router / f"{fold.name}.jsonl"
@@ -148,7 +150,7 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = BASELINES, protoc
     report = evaluate(ds, decisions=decisions, progress=progress)
     meta = {"preset": preset.name, "preset_description": preset.description, "protocol": protocol,
             "add_train": add_train, "seed": seed, "folds": [f.name for f in folds],
-            "router_options": {r: {**preset.options(r), **(overrides or {}).get(r, {})} for r in routers},
+            "router_options": used_options,
             "timings": timings, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "device": _device(), "dataset_rows": len(ds)}

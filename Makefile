@@ -25,7 +25,8 @@ $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
 demo: $(DATASET)
 	$(BIN)/lookahead eval --data $(DATASET) --compare-paper --out runs/reference-report.json
 
-# The six baselines under 5-fold CV on the packaged backbones (the `cpu` preset; see the README).
+# The six baselines and the Lookahead routers (with their w/o-RM ablations) under 5-fold CV on the
+# packaged backbones (the `cpu` preset; see the README).
 benchmark: $(DATASET)
 	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol cv5 --out runs/bench-cpu
 

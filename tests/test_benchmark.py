@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lookahead_router.cli.main import app
-from lookahead_router.evaluation.benchmark import BASELINES, PRESETS, run_benchmark
+from lookahead_router.evaluation.benchmark import BASELINES, LOOKAHEAD, MLM_ABLATIONS, PRESETS, run_benchmark
 from lookahead_router.routers.base import Router
 
 runner = CliRunner()
@@ -32,7 +32,7 @@ def test_smoke_benchmark_trains_every_baseline_and_writes_the_report(fake_datase
                                  "--protocol", "cv5", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    for name in BASELINES + ("random", "oracle", "model-a"):
+    for name in BASELINES + LOOKAHEAD + ("random", "oracle", "model-a"):
         assert name in report["rows"], name
         assert np.isfinite(report["rows"][name]["avg_mu_n"])
     assert report["rows"]["oracle"]["avg_mu_n"] == pytest.approx(100.0)
@@ -50,6 +50,9 @@ def test_smoke_benchmark_trains_every_baseline_and_writes_the_report(fake_datase
     assert "reusing" in again.output
     rerun = json.loads((out / "report.json").read_text())
     assert rerun["rows"]["mlc-mlm"] == report["rows"]["mlc-mlm"]
+    reused = rerun["run"]["timings"]["mlc-mlm"]  # the first run's timings come back with its decisions
+    assert reused["fit_s"] == report["run"]["timings"]["mlc-mlm"]["fit_s"] > 0
+    assert all(f["reused"] for f in reused["folds"].values())
     # ... but never decisions made with other settings
     other = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
                                 "--routers", "knn", "--set", "knn.k=3", "--out", str(out)])
@@ -134,7 +137,10 @@ def test_training_runs_under_accelerate_launch_with_two_cpu_processes(fake_parqu
 def test_routers_command_lists_every_baseline():
     result = runner.invoke(app, ["routers"])
     assert result.exit_code == 0
-    for name in BASELINES:
+    for name in BASELINES + LOOKAHEAD + MLM_ABLATIONS:
         assert name in result.output
     assert PRESETS["cpu"].options("mlc-clm")["backbone"] == "smollm2"
+    # an ablation takes its variant's preset options
+    assert PRESETS["cpu"].options("lookahead-mlm-start") == PRESETS["cpu"].options("lookahead-mlm")
+    assert PRESETS["cpu"].group("lookahead-clm-norm") == "lookahead-clm" and PRESETS["cpu"].group("mlc-mlm") == "mlm"
     assert PRESETS["cpu"].options("routerdc-mlm")["backbone"] == "minilm"

@@ -94,14 +94,15 @@ def routers_cmd() -> None:
     """List the routers `train` and `benchmark` know."""
     from lookahead_router.routers.base import ROUTERS, make_router
     for name in sorted(ROUTERS):
-        out.print(f"{name:14s} {make_router(name).summary()}", highlight=False)
+        out.print(f"{name:24s} {make_router(name).summary()}", highlight=False)
 
 
 @app.command("benchmark")
 def benchmark_cmd(
     data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
     routers: Optional[List[str]] = typer.Option(None, help="Routers to train (default: the six "
-                                                "baselines, classifiers on both backbones)."),
+                                                "baselines, classifiers on both backbones, and Lookahead "
+                                                "CLM / MLM with their w/o-RM ablations)."),
     protocol: str = typer.Option("cv5", help="cv5 (5-fold, stratified by benchmark), lobo, split."),
     preset: str = typer.Option("cpu", help="smoke, cpu or gpu (see the README)."),
     out_dir: Path = typer.Option(Path("runs/benchmark"), "--out", help="Folder for the report, chart "
@@ -109,22 +110,23 @@ def benchmark_cmd(
     seed: int = typer.Option(0, help="Fold assignment seed."),
     add_train: bool = typer.Option(True, help="Add training-only rows (SelfOSS) to every training fold."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a router option: "
-                                             "ROUTER.KEY=VALUE (ROUTER: a name, or mlm / clm for a group)."),
+                                             "ROUTER.KEY=VALUE (ROUTER: a name, or a group: mlm, clm, "
+                                             "lookahead-mlm, lookahead-clm)."),
 ) -> None:
     """Train every router under a protocol and print the Table 1 report (JSON, markdown and a
     bar chart of μn per benchmark go to --out)."""
     from rich.console import Console
 
     from lookahead_router.data.dataset import RoutingDataset
-    from lookahead_router.evaluation.benchmark import BASELINES, PRESETS, run_benchmark
+    from lookahead_router.evaluation.benchmark import BASELINES, LOOKAHEAD, PRESETS, run_benchmark
     try:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        names = _split(routers) or list(BASELINES)
+        names = _split(routers) or [*BASELINES, *LOOKAHEAD]
         overrides: dict[str, dict] = {}
         for target, opts in _scoped(_split(set_)).items():
             for name in names:
-                if target in (name, name.rsplit("-", 1)[-1]):
+                if target in (name, PRESETS[preset].group(name)):
                     overrides.setdefault(name, {}).update(opts)
         ds = RoutingDataset.load(data)
         report, meta = run_benchmark(ds, names, protocol, preset, out_dir, seed, add_train, overrides,

@@ -30,31 +30,45 @@ from lookahead_router.routers.base import ROUTERS, RouterError, make_router
 
 BASELINES = ("knn", "kmeans", "smoothie", "mlc-clm", "zooter-clm", "routerdc-clm",
              "mlc-mlm", "zooter-mlm", "routerdc-mlm")
+LOOKAHEAD = ("lookahead-clm-norm", "lookahead-clm", "lookahead-mlm-norm", "lookahead-mlm")
+MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-nocm", "lookahead-mlm-separate")
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Router options per group: "knn", "kmeans", "smoothie", "mlm" (encoder classifiers) and
-    "clm" (causal-LM classifiers). ``per_source`` subsamples each source (smoke runs only)."""
+    """Router options per group: "knn", "kmeans", "smoothie", "mlm" (encoder classifiers), "clm"
+    (causal-LM classifiers), "lookahead-mlm" and "lookahead-clm" (each with its ablations).
+    ``per_source`` subsamples each source (smoke runs only)."""
     name: str
     description: str
     groups: dict[str, dict]
     per_source: int | None = None
 
+    def group(self, router: str) -> str:
+        """"knn" -> knn, "mlc-mlm" -> mlm, "lookahead-mlm-start" -> lookahead-mlm."""
+        return next((g for g in self.groups if router == g or router.startswith(g + "-")),
+                    router.rsplit("-", 1)[-1])
+
     def options(self, router: str) -> dict:
-        group = router if router in self.groups else router.rsplit("-", 1)[-1]
-        return dict(self.groups.get(group, {}))
+        return dict(self.groups.get(self.group(router), {}))
 
 
-def _preset(name, description, similarity, neighbours, mlm, clm, per_source=None) -> Preset:
+def _preset(name, description, similarity, neighbours, mlm, clm, lookahead_mlm, lookahead_clm,
+            per_source=None) -> Preset:
     knn = {**similarity, "k": neighbours["k"]}
     return Preset(name, description, {"knn": knn, "kmeans": {**knn, "seed": 0},
                                       "smoothie": {**similarity, "n0": neighbours["n0"],
                                                    "response_max_length": neighbours["response_max_length"]},
-                                      "mlm": mlm, "clm": clm}, per_source)
+                                      "mlm": mlm, "clm": clm, "lookahead-mlm": lookahead_mlm,
+                                      "lookahead-clm": lookahead_clm}, per_source)
 
 
 _HEADS = dict(finetune=False, lr=1e-3, batch_size=64, epochs=10, eval_every=50, hidden=256)
+# Lookahead on a 2-core CPU: frozen backbone (prompt token states cached) under a 1-layer, 128-wide
+# transformer that runs the MID blocks; 16 response tokens per candidate; one epoch (about 100 s
+# per fold: the 4 main rows and 4 ablations x 5 folds fit in about 70 minutes).
+_LOOKAHEAD_CPU = dict(finetune=False, width=128, layers=1, heads=4, vocab_size=2048, lr=1e-3, batch_size=64,
+                      epochs=1, eval_every=50, hidden=256)
 PRESETS = {p.name: p for p in [
     # smoke fine-tunes the encoder and freezes the causal LM, so both training paths run
     _preset("smoke", "tiny random-initialised backbones, 24 rows per source: checks the plumbing",
@@ -63,19 +77,30 @@ PRESETS = {p.name: p for p in [
                      eval_every=5, hidden=32),
             clm=dict(backbone="tiny-llama", max_length=64, finetune=False, lr=1e-3, batch_size=8, epochs=2,
                      eval_every=5, hidden=32),
+            lookahead_mlm=dict(backbone="tiny-bert", max_length=64, finetune=True, m=8, lr=1e-3, batch_size=8,
+                               epochs=1, eval_every=5, hidden=32),
+            lookahead_clm=dict(backbone="tiny-llama", max_length=64, finetune=False, response_length=8, width=32,
+                               heads=2, vocab_size=256, lr=1e-3, batch_size=8, epochs=1, eval_every=5, hidden=32),
             per_source=24),
     _preset("cpu", "packaged backbones (MiniLM, SmolLM2) frozen with cached bf16 features; classifier "
                    "heads trained (lr 1e-3, 10 epochs, batch 64, best of every 50 steps on validation)",
             dict(backbone="minilm", max_length=256), dict(k=100, n0=1000, response_max_length=128),
             mlm=dict(backbone="minilm", max_length=256, **_HEADS),
-            clm=dict(backbone="smollm2", max_length=128, **_HEADS)),
+            clm=dict(backbone="smollm2", max_length=128, **_HEADS),
+            lookahead_mlm=dict(backbone="minilm", max_length=128, m=16, **_LOOKAHEAD_CPU),
+            lookahead_clm=dict(backbone="smollm2", max_length=128, response_length=16, **_LOOKAHEAD_CPU)),
     _preset("gpu", "the paper's settings (Appendix C.5): full fine-tuning, max length 2048, batch 64, "
                    "lr 5e-5, cosine schedule, 2 (causal) / 4 (encoder) epochs, checkpoint every 100 steps",
             dict(backbone="minilm", max_length=512), dict(k=100, n0=1000, response_max_length=512),
             mlm=dict(backbone="minilm", max_length=2048, finetune=True, lr=5e-5, batch_size=64, epochs=4,
                      eval_every=100),
             clm=dict(backbone="smollm2", max_length=2048, finetune=True, lr=5e-5, batch_size=64, epochs=2,
-                     eval_every=100)),
+                     eval_every=100),
+            # Lookahead: m = 64, lambda = 0.2 / 0.5, alpha = 0.4 are the routers' own defaults
+            lookahead_mlm=dict(backbone="minilm", max_length=2048, finetune=True, lr=5e-5, batch_size=64,
+                               epochs=4, eval_every=100),
+            lookahead_clm=dict(backbone="smollm2", max_length=1024, response_length=1024, finetune=True, lr=5e-5,
+                               batch_size=8, grad_accum=8, epochs=2, eval_every=100)),
 ]}
 PROTOCOLS = {"cv5": ("cv", 5), "lobo": ("lobo", 0), "split": ("split", 0)}
 
@@ -121,9 +146,14 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = BASELINES, protoc
             "seed": seed, "add_train": add_train, "preset": preset.name, "rows": len(ds)})
         for fold in folds:
             path = out_dir / "decisions" / router / f"{fold.name}.jsonl"
+            timing_path = path.with_suffix(".timing.json")
             if path.is_file():
                 part = Decisions.load(path)
                 log(f"{router} {fold.name}: reusing {path}")
+                if timing_path.is_file():
+                    fold_t = json.loads(timing_path.read_text())
+                    fold_t["reused"] = True
+                    _add_timing(timings[router], fold.name, fold_t)
             else:
                 log(f"{router} {fold.name}: fit on {len(fold.train)} rows, score {len(fold.test)}")
                 train, test = ds.subset(fold.train), ds.subset(fold.test)
@@ -140,9 +170,8 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = BASELINES, protoc
                 if getattr(r, "train_result", None) is not None:
                     fold_t["best_step"] = r.train_result.best_step
                     fold_t["steps"] = r.train_result.steps
-                timings[router]["folds"][fold.name] = fold_t
-                timings[router]["fit_s"] += fold_t["fit_s"]
-                timings[router]["score_s"] += fold_t["score_s"]
+                timing_path.write_text(json.dumps(fold_t) + "\n")
+                _add_timing(timings[router], fold.name, fold_t)
             ids += part.ids
             models += part.models
             scores += part.scores
@@ -156,6 +185,12 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = BASELINES, protoc
             "device": _device(), "dataset_rows": len(ds)}
     write_outputs(report, meta, out_dir, list(routers))
     return report, meta
+
+
+def _add_timing(total: dict, fold: str, fold_t: dict) -> None:
+    total["folds"][fold] = fold_t
+    total["fit_s"] += fold_t["fit_s"]
+    total["score_s"] += fold_t["score_s"]
 
 
 def _check_settings(folder: Path, settings: dict) -> None:

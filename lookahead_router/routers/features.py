@@ -2,7 +2,8 @@
 
 The cache lives under ``$LOOKAHEAD_CACHE`` (default ``~/.cache/lookahead-router/features``), one
 folder per (backbone, pooling, max length). Each folder holds ``.npz`` shards of (text hash,
-vector); new vectors are flushed every few batches, so an interrupted run keeps what it embedded
+vector) -- or, with ``tokens=True``, (text hash, one fp16 hidden state per token), which the
+frozen Lookahead routers read; new entries are flushed every few batches, so an interrupted run keeps what it embedded
 and repeated runs (other folds, other routers, a second benchmark) do not re-embed.
 """
 
@@ -48,16 +49,17 @@ class FeatureExtractor:
     (L2-normalised when ``normalize``), computed once per text and cached on disk."""
 
     def __init__(self, backbone: str | None, kind: str, max_length: int = 256, batch_size: int = 32,
-                 normalize: bool = False, cache: bool = True, progress: bool = True):
+                 normalize: bool = False, cache: bool = True, progress: bool = True, tokens: bool = False):
         backbone = backbone or DEFAULT_BACKBONE[kind]
         self.spec, self.kind = backbone, kind
         self.max_length, self.batch_size = max_length, batch_size
-        self.normalize, self.progress = normalize, progress
+        self.normalize, self.progress, self.tokens = normalize, progress, tokens
         self._backbone: Backbone | None = None
         self.dtype = torch.bfloat16 if bf16_supported() else torch.float32
-        name = f"{backbone}|{kind}|{max_length}|{self.dtype}"
+        pooling = "tokens" if tokens else kind
+        name = f"{backbone}|{kind}|{max_length}|{self.dtype}" + ("|tokens" if tokens else "")
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone)[-60:]
-        self.cache_dir = (cache_root() / f"{safe}-{kind}-{max_length}-{str(self.dtype)[6:]}-"
+        self.cache_dir = (cache_root() / f"{safe}-{pooling}-{max_length}-{str(self.dtype)[6:]}-"
                           f"{hashlib.sha1(name.encode()).hexdigest()[:8]}") if cache else None
         self._memory: dict[bytes, np.ndarray] = {}
         self._loaded = False
@@ -77,8 +79,11 @@ class FeatureExtractor:
             try:
                 with np.load(shard) as z:
                     # numpy's "S" strings drop trailing NUL bytes: pad the digests back
-                    keys = (bytes(k).ljust(KEY_BYTES, b"\0") for k in z["keys"])
-                    self._memory.update(zip(keys, z["vectors"]))
+                    keys = [bytes(k).ljust(KEY_BYTES, b"\0") for k in z["keys"]]
+                    vectors = z["vectors"]
+                    if self.tokens:  # concatenated token states, cut back by each text's length
+                        vectors = np.split(vectors, np.cumsum(z["lengths"])[:-1])
+                    self._memory.update(zip(keys, vectors))
             except (OSError, ValueError, KeyError, zipfile.BadZipFile):
                 continue  # a shard cut short by a crash: its texts are simply embedded again
 
@@ -87,15 +92,20 @@ class FeatureExtractor:
             return
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.cache_dir / f".{uuid.uuid4().hex}.tmp.npz"
-        np.savez(tmp, keys=np.array(keys, dtype=f"S{KEY_BYTES}"), vectors=np.stack(vectors))
+        extra = {"lengths": np.array([len(v) for v in vectors])} if self.tokens else {}
+        np.savez(tmp, keys=np.array(keys, dtype=f"S{KEY_BYTES}"),
+                 vectors=np.concatenate(vectors) if self.tokens else np.stack(vectors), **extra)
         os.replace(tmp, self.cache_dir / f"{uuid.uuid4().hex}.npz")  # atomic: no half shards
 
-    def __call__(self, texts: Sequence[str], desc: str = "embed") -> np.ndarray:
+    def __call__(self, texts: Sequence[str], desc: str = "embed") -> np.ndarray | list[np.ndarray]:
+        """[n, d] float32 pooled vectors, or with ``tokens`` a list of [tokens_i, d] fp16 arrays."""
         self._load_cache()
         keys = [_text_key(t) for t in texts]
         todo = {k: t for k, t in zip(keys, texts) if k not in self._memory}
         if todo:
             self._embed(list(todo.values()), list(todo), desc)
+        if self.tokens:
+            return [self._memory[k] for k in keys]
         out = np.stack([self._memory[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
         if self.normalize and len(out):
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
@@ -113,7 +123,11 @@ class FeatureExtractor:
             idx = order[start:start + self.batch_size]
             enc = bb.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                max_length=length, return_tensors="pt")
-            vec = pooled_hidden(bb, enc["input_ids"], enc["attention_mask"]).float().numpy()
+            if self.tokens:
+                hidden = bb.model.base_model(**enc).last_hidden_state.to(torch.float16).numpy()
+                vec = [h[m.bool().numpy()] for h, m in zip(hidden, enc["attention_mask"])]
+            else:
+                vec = pooled_hidden(bb, enc["input_ids"], enc["attention_mask"]).float().numpy()
             for i, v in zip(idx, vec):
                 self._memory[keys[i]] = v
                 pending_k.append(keys[i])

@@ -57,6 +57,11 @@ class TrainResult:
     steps: int
     history: list[dict] = field(default_factory=list)
 
+    def to_json(self) -> dict:
+        """What a saved router records about its training (router.json, ``extra.training``)."""
+        return {"best_step": self.best_step, "steps": self.steps, "best_metric": self.best_metric,
+                "history": self.history}
+
 
 def distributed_state() -> PartialState:
     """The process group `accelerate launch` set up. On a machine without CUDA, ask for the CPU

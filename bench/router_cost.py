@@ -2,10 +2,11 @@
 candidates, p50 / p95 latency per query at batch 1 and throughput at batch 64.
 
 Every router is fitted briefly (cost does not depend on how well it is trained) on a small slice
-of the routing dataset with the options of a benchmark preset, then scores prompts it has never
-seen, with an empty feature cache: what a deployed router pays per new prompt (frozen routers
-run their backbone over the prompt; Lookahead also runs its MID tokens). FLOPs are counted by
-``torch.utils.flop_counter`` (matmuls and attention) on the mean over 16 prompts.
+of the routing dataset with the options of a benchmark preset, then scores prompts with its
+feature cache switched off: what a deployed router pays per new prompt (frozen routers run their
+backbone over the prompt; Lookahead also runs its MID tokens). FLOPs are counted by
+``torch.utils.flop_counter`` (matmuls and attention; kNN's numpy search is not counted), as the
+mean over the same 16 prompts for every T.
 
     .venv/bin/python bench/router_cost.py [--data runs/paper.parquet] [--preset cpu]
         [--routers knn,...] [--latency-queries 100] [--throughput-queries 640] [--out NAME]
@@ -41,7 +42,21 @@ def fitted(name: str, options: dict, train, T: int):
     return router.fit(train.select_candidates(train.candidates[:T]))
 
 
+def uncached(router, prompts: list[str]) -> None:
+    """Switch off the router's feature caches (disk and memory) for ``prompts``."""
+    from lookahead_router.routers import lookahead
+    from lookahead_router.routers.features import _text_key
+    extractors = [getattr(router, "_extractor", None), *getattr(router, "_extractors", {}).values(),
+                  *lookahead._EXTRACTORS.values()]
+    for extractor in filter(None, extractors):
+        extractor._load_cache()
+        extractor.cache_dir = None
+        for text in prompts:
+            extractor._memory.pop(_text_key(text), None)
+
+
 def gflops(router, prompts: list[str]) -> float:
+    uncached(router, prompts)
     counter = FlopCounterMode(display=False)
     with counter:
         for p in prompts:
@@ -50,6 +65,7 @@ def gflops(router, prompts: list[str]) -> float:
 
 
 def latency(router, prompts: list[str]) -> dict:
+    uncached(router, prompts)
     times = []
     for p in prompts:
         start = time.perf_counter()
@@ -59,6 +75,7 @@ def latency(router, prompts: list[str]) -> dict:
 
 
 def throughput(router, prompts: list[str], batch: int = 64) -> float:
+    uncached(router, prompts)
     start = time.perf_counter()
     for i in range(0, len(prompts), batch):
         router.score(prompts[i:i + batch])
@@ -72,8 +89,9 @@ def main() -> None:
     parser.add_argument("--routers", default=",".join(DEFAULT_ROUTERS))
     parser.add_argument("--finetuned", default="mlc-mlm,lookahead-mlm,mlc-clm,lookahead-clm",
                         help="routers also measured as the `gpu` preset builds them: the backbone fine-tuned "
-                             "and run over prompt + MID tokens (the paper's architecture, m = 64)")
-    parser.add_argument("--train-rows", type=int, default=256)
+                             "and run over prompt + MID tokens (the paper's architecture, m = 64), with "
+                             "prompts cut at 128 tokens")
+    parser.add_argument("--train-rows", type=int, default=128)
     parser.add_argument("--latency-queries", type=int, default=100)
     parser.add_argument("--throughput-queries", type=int, default=640)
     parser.add_argument("--out", default=None)
@@ -101,16 +119,17 @@ def main() -> None:
     for name, finetune in plans:
         options = preset.options(name)
         rows = train
-        if finetune:  # the paper's architecture; a few rows and short responses keep the fit quick
-            options = {**PRESETS["gpu"].options(name), "batch_size": 8, "grad_accum": 1}
+        if finetune:  # the paper's architecture; a few rows, short prompts and responses keep the fit quick
+            options = {**PRESETS["gpu"].options(name), "batch_size": 8, "grad_accum": 1, "max_length": 128}
             if name.startswith("lookahead-clm"):
                 options["response_length"] = 8   # training only: scoring runs the MID tokens alone
             rows = train.subset(np.arange(32))
         label = f"{name} (fine-tuned)" if finetune else name
         row = {"router": label, "options": options, "gflops": {}}
+        flop_prompts = fresh(16)
         for T in (3, 4, 5):
             router = fitted(name, options, rows, T)
-            row["gflops"][T] = gflops(router, fresh(16))
+            row["gflops"][T] = gflops(router, flop_prompts)
         row.update(latency(router, fresh(args.latency_queries)))
         row["throughput_qps"] = throughput(router, fresh(args.throughput_queries))
         print(f"{label:32s} GFLOPs T=3/4/5 {row['gflops'][3]:.2f}/{row['gflops'][4]:.2f}/{row['gflops'][5]:.2f}"

@@ -31,7 +31,8 @@ from lookahead_router.routers.base import ROUTERS, RouterError, make_router
 BASELINES = ("knn", "kmeans", "smoothie", "mlc-clm", "zooter-clm", "routerdc-clm",
              "mlc-mlm", "zooter-mlm", "routerdc-mlm")
 LOOKAHEAD = ("lookahead-clm-norm", "lookahead-clm", "lookahead-mlm-norm", "lookahead-mlm")
-MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-nocm", "lookahead-mlm-separate")
+MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-nocm",
+                 "lookahead-mlm-separate")
 
 
 @dataclass(frozen=True)
@@ -77,10 +78,11 @@ PRESETS = {p.name: p for p in [
                      eval_every=5, hidden=32),
             clm=dict(backbone="tiny-llama", max_length=64, finetune=False, lr=1e-3, batch_size=8, epochs=2,
                      eval_every=5, hidden=32),
-            lookahead_mlm=dict(backbone="tiny-bert", max_length=64, finetune=True, m=8, lr=1e-3, batch_size=8,
-                               epochs=1, eval_every=5, hidden=32),
-            lookahead_clm=dict(backbone="tiny-llama", max_length=64, finetune=False, response_length=8, width=32,
-                               heads=2, vocab_size=256, lr=1e-3, batch_size=8, epochs=1, eval_every=5, hidden=32),
+            lookahead_mlm=dict(backbone="tiny-bert", max_length=64, finetune=True, m=8, lr=1e-3,
+                               batch_size=8, epochs=1, eval_every=5, hidden=32),
+            lookahead_clm=dict(backbone="tiny-llama", max_length=64, finetune=False, response_length=8,
+                               width=32, heads=2, vocab_size=256, lr=1e-3, batch_size=8, epochs=1,
+                               eval_every=5, hidden=32),
             per_source=24),
     _preset("cpu", "packaged backbones (MiniLM, SmolLM2) frozen with cached bf16 features; classifier "
                    "heads trained (lr 1e-3, 10 epochs, batch 64, best of every 50 steps on validation)",
@@ -99,8 +101,8 @@ PRESETS = {p.name: p for p in [
             # Lookahead: m = 64, lambda = 0.2 / 0.5, alpha = 0.4 are the routers' own defaults
             lookahead_mlm=dict(backbone="minilm", max_length=2048, finetune=True, lr=5e-5, batch_size=64,
                                epochs=4, eval_every=100),
-            lookahead_clm=dict(backbone="smollm2", max_length=1024, response_length=1024, finetune=True, lr=5e-5,
-                               batch_size=8, grad_accum=8, epochs=2, eval_every=100)),
+            lookahead_clm=dict(backbone="smollm2", max_length=1024, response_length=1024, finetune=True,
+                               lr=5e-5, batch_size=8, grad_accum=8, epochs=2, eval_every=100)),
 ]}
 PROTOCOLS = {"cv5": ("cv", 5), "lobo": ("lobo", 0), "split": ("split", 0)}
 
@@ -112,8 +114,8 @@ def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingData
     return ds.subset(np.sort(np.concatenate(rows)))
 
 
-def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = BASELINES, protocol: str = "cv5",
-                  preset: str | Preset = "cpu", out_dir: str | Path = "runs/benchmark", seed: int = 0,
+def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = (*BASELINES, *LOOKAHEAD),
+                  protocol: str = "cv5", preset: str | Preset = "cpu", out_dir: str | Path = "runs/benchmark", seed: int = 0,
                   add_train: bool = True, overrides: dict | None = None, progress: bool = True,
                   log=print) -> tuple[Report, dict]:
     """Train and evaluate ``routers``; write report.json, report.md and mu_n.png to ``out_dir``."""

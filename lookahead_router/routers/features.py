@@ -3,8 +3,9 @@
 The cache lives under ``$LOOKAHEAD_CACHE`` (default ``~/.cache/lookahead-router/features``), one
 folder per (backbone, pooling, max length). Each folder holds ``.npz`` shards of (text hash,
 vector) -- or, with ``tokens=True``, (text hash, one fp16 hidden state per token), which the
-frozen Lookahead routers read; new entries are flushed every few batches, so an interrupted run keeps what it embedded
-and repeated runs (other folds, other routers, a second benchmark) do not re-embed.
+frozen Lookahead routers read. New entries are flushed every few batches, so an interrupted run
+keeps what it embedded and repeated runs (other folds, other routers, a second benchmark) do not
+re-embed.
 """
 
 from __future__ import annotations

@@ -151,13 +151,13 @@ class LookaheadRouter(Router):
         return batch
 
     # ---- contract ------------------------------------------------------------------------
-    def _build(self, feature_dim: int | None, vocab: np.ndarray | None) -> None:
+    def _build(self, feature_dim: int | None, vocab: np.ndarray | None, loading: bool = False) -> None:
         o, T = self.opts, len(self.candidates)
         if o["finetune"]:
             bb = load_backbone(o["backbone"], self.kind)
             if "query_length" not in self.meta:
                 self._plan(bb.max_positions)
-            encoder = BackboneSequenceEncoder(bb, T)
+            encoder = BackboneSequenceEncoder(bb, T, mean_init=not loading)  # loading: weights follow
         else:
             base_vocab = len(self.tokenizer)
             blocks = T * (self.meta.get("m") or self.meta["response_length"] + 1)
@@ -217,9 +217,9 @@ class LookaheadRouter(Router):
         if not self.meta:
             raise RouterError(f"{directory}: the saved {self.name} router has no sequence plan (meta)")
         if self.opts["finetune"]:
-            self._build(None, None)
+            self._build(None, None, loading=True)
         else:
-            self._build(state["encoder.proj.weight"].shape[1], state["encoder.vocab"])
+            self._build(state["encoder.proj.weight"].shape[1], state["encoder.vocab"], loading=True)
         missing, unexpected = self.model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()},
                                                          strict=False)
         if missing or unexpected:

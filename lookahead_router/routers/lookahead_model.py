@@ -103,12 +103,12 @@ class BackboneSequenceEncoder(nn.Module):
     """The backbone runs the packed sequence (full fine-tuning, as the paper). MID_t is the new
     embedding row ``base_vocab + t`` (``resize_token_embeddings``, mean-initialised)."""
 
-    def __init__(self, backbone, n_candidates: int):
+    def __init__(self, backbone, n_candidates: int, mean_init: bool = True):
         super().__init__()
         self.model, self.kind = backbone.model, backbone.kind
         self.base_vocab = self.model.get_input_embeddings().num_embeddings
         self.pad_id = backbone.tokenizer.pad_token_id or 0
-        self.model.resize_token_embeddings(self.base_vocab + n_candidates)
+        self.model.resize_token_embeddings(self.base_vocab + n_candidates, mean_resizing=mean_init)
         self.width = self.model.config.hidden_size
         if self.kind == "encoder":  # the encoder checkpoints ship no MLM head: a BERT-style one, tied
             self.lm_transform = nn.Sequential(nn.Linear(self.width, self.width), nn.GELU(), nn.LayerNorm(self.width))

@@ -6,7 +6,7 @@ of the routing dataset with the options of a benchmark preset, then scores promp
 feature cache switched off: what a deployed router pays per new prompt (frozen routers run their
 backbone over the prompt; Lookahead also runs its MID tokens). FLOPs are counted by
 ``torch.utils.flop_counter`` (matmuls and attention; kNN's numpy search is not counted), as the
-mean over the same 16 prompts for every T.
+mean over the same 16 prompts for every router and T.
 
     .venv/bin/python bench/router_cost.py [--data runs/paper.parquet] [--preset cpu]
         [--routers knn,...] [--latency-queries 100] [--throughput-queries 640] [--out NAME]
@@ -116,6 +116,7 @@ def main() -> None:
         used += n
         return prompts[used - n:used]
 
+    flop_prompts = fresh(16)   # the same prompts for every router and T
     for name, finetune in plans:
         options = preset.options(name)
         rows = train
@@ -126,7 +127,6 @@ def main() -> None:
             rows = train.subset(np.arange(32))
         label = f"{name} (fine-tuned)" if finetune else name
         row = {"router": label, "options": options, "gflops": {}}
-        flop_prompts = fresh(16)
         for T in (3, 4, 5):
             router = fitted(name, options, rows, T)
             row["gflops"][T] = gflops(router, flop_prompts)

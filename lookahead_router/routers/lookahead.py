@@ -75,7 +75,7 @@ class LookaheadRouter(Router):
         what = ("sequence-level (causal LM; hidden state at MID_t)" if self.variant == "clm" else
                 f"token-level (masked LM, m={o['m']}, {o['masking']}-masking, "
                 f"{'joint' if o['joint'] else 'separate'})")
-        return f"Lookahead {what}, λ={o['rm_weight']}, {self.kind} backbone ({o['backbone'] or 'default'})"
+        return f"Lookahead {what}, λ={o['rm_weight']}, {self.kind} backbone ({o['backbone'] or DEFAULT_BACKBONE[self.kind]})"
 
     # ---- inputs --------------------------------------------------------------------------
     @property

@@ -115,6 +115,14 @@ def load_backbone(spec: str | None, kind: str) -> Backbone:
     return Backbone(spec, kind, tokenizer, model, _position_limit(model.config, tokenizer))
 
 
+def load_tokenizer(spec: str | None, kind: str):
+    """The tokenizer ``load_backbone(spec, kind)`` pairs with its model, without the weights."""
+    spec = spec or DEFAULT_BACKBONE[kind]
+    if spec in ("tiny-bert", "tiny-llama"):
+        spec = "minilm" if spec == "tiny-bert" else "smollm2"
+    return _tokenizer(spec)
+
+
 @lru_cache(maxsize=8)
 def max_positions(spec: str | None, kind: str) -> int:
     """``load_backbone(spec, kind).max_positions`` from the config alone (no weights loaded)."""

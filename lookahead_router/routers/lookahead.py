@@ -23,7 +23,7 @@ import torch
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import binary_labels, normalised_scores
 from lookahead_router.data.splits import validation_split
-from lookahead_router.routers.backbones import (CAUSAL, DEFAULT_BACKBONE, ENCODER, _tokenizer, load_backbone,
+from lookahead_router.routers.backbones import (CAUSAL, DEFAULT_BACKBONE, ENCODER, load_backbone, load_tokenizer,
                                                 max_positions)
 from lookahead_router.routers.base import Router, RouterError, register
 from lookahead_router.routers.classifiers import RowDataset
@@ -80,7 +80,7 @@ class LookaheadRouter(Router):
     # ---- inputs --------------------------------------------------------------------------
     @property
     def tokenizer(self):
-        return _tokenizer_for(self.opts["backbone"], self.kind)
+        return load_tokenizer(self.opts["backbone"], self.kind)
 
     @property
     def extractor(self) -> FeatureExtractor:
@@ -155,8 +155,6 @@ class LookaheadRouter(Router):
         o, T = self.opts, len(self.candidates)
         if o["finetune"]:
             bb = load_backbone(o["backbone"], self.kind)
-            if "query_length" not in self.meta:
-                self._plan(bb.max_positions)
             encoder = BackboneSequenceEncoder(bb, T, mean_init=not loading)  # loading: weights follow
         else:
             base_vocab = len(self.tokenizer)
@@ -171,14 +169,12 @@ class LookaheadRouter(Router):
             ds, validation = validation_split(ds, o["val_fraction"], o["seed"])
         torch.manual_seed(o["seed"])
         self.meta = {}
+        self._plan(max_positions(o["backbone"], self.kind))
+        train_cols, val_cols = self._columns(ds), self._columns(validation)
         if o["finetune"]:
             self._build(None, None)
-            train_cols, val_cols = self._columns(ds), self._columns(validation)
         else:
-            self._plan(max_positions(o["backbone"], self.kind))
-            train_cols, val_cols = self._columns(ds), self._columns(validation)
-            vocab = _frequent_tokens(train_cols, o["vocab_size"])
-            self._build(train_cols["query"][0].shape[1], vocab)
+            self._build(train_cols["query"][0].shape[1], _frequent_tokens(train_cols, o["vocab_size"]))
         procs = distributed_state().num_processes
         steps_per_epoch = -(-len(ds) // (o["batch_size"] * procs))
         self.model.total_steps = max(1, int(steps_per_epoch * o["epochs"]))
@@ -226,13 +222,6 @@ class LookaheadRouter(Router):
             raise RouterError(f"{directory}: saved weights do not match the {self.name} model "
                               f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         self.model.eval()
-
-
-def _tokenizer_for(backbone: str | None, kind: str):
-    spec = backbone or DEFAULT_BACKBONE[kind]
-    if spec in ("tiny-bert", "tiny-llama"):
-        spec = "minilm" if spec == "tiny-bert" else "smollm2"
-    return _tokenizer(spec)
 
 
 def _frequent_tokens(columns: dict, size: int) -> np.ndarray:

@@ -22,8 +22,15 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
 	$(BIN)/lookahead data import-paper --src "$(LOOKAHEAD_DATA)" --out $@
 
-demo: $(DATASET)
+# The demo's router: kNN on the packaged MiniLM, trained on every benchmark but MATH, so that the
+# MATH prompts the demo routes through the proxy are new to it (examples/replay.yaml serves it).
+runs/demo-router/router.json: $(DATASET)
+	$(BIN)/lookahead train --router knn --data $(DATASET) \
+	    --sources GSM8K,HumanEval,MBPP,MT-Bench,ArenaHard,AlpacaEval --out runs/demo-router
+
+demo: $(DATASET) runs/demo-router/router.json
 	$(BIN)/lookahead eval --data $(DATASET) --compare-paper --out runs/reference-report.json
+	$(BIN)/python examples/proxy_demo.py --config examples/replay.yaml --data $(DATASET)
 
 # The six baselines and the Lookahead routers (with their w/o-RM ablations) under 5-fold CV on the
 # packaged backbones (the `cpu` preset; see the README).

@@ -59,3 +59,24 @@ def test_a_digest_ending_in_a_nul_byte_is_found_in_the_cache(tmp_path, monkeypat
     again = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False)
     again([text])
     assert again._backbone is None
+
+
+@pytest.mark.parametrize("tokens", [False, True])
+def test_inference_only_keeps_nothing(tmp_path, monkeypatch, tokens):
+    """`lookahead serve` embeds every new prompt: nothing may pile up in memory or on disk."""
+    from lookahead_router.routers import features
+    monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
+    cached = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, tokens=tokens)
+    expected = cached(["a served prompt", "another"])
+    monkeypatch.setattr(features, "_INFERENCE_ONLY", False)
+    features.inference_only()
+    try:
+        fresh = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, tokens=tokens)
+        fresh._backbone = cached.backbone
+        got = fresh(["a served prompt", "another", "a new one"])
+    finally:
+        features.inference_only(False)
+    assert not fresh._memory
+    assert len(list(tmp_path.rglob("*.npz"))) == 1  # only the cached extractor's shard
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(e, g, rtol=1e-2, atol=1e-2)

@@ -150,7 +150,7 @@ def test_lookahead_mlm_learns_the_topic_rule():
     router = make_router("lookahead-mlm", backbone="minilm", m=8, epochs=20, batch_size=8, lr=3e-3,
                          max_length=64, width=64, heads=2, vocab_size=128, eval_every=20, progress=False)
     router.fit(train_ds)
-    assert router.route(held.queries["prompt"].tolist()) == ["A" if i % 2 == 0 else "C" for i in range(10)]
+    assert [d.model for d in router.route(held.queries["prompt"].tolist())] == ["A" if i % 2 == 0 else "C" for i in range(10)]
 
 
 def test_m_is_shortened_to_fit_the_backbone_and_said_so():

@@ -58,7 +58,7 @@ def topical():
 def test_routes_by_topic_and_round_trips(make, topical, tmp_path):
     router = make().fit(topical)
     held = HELD_MATH + HELD_CODE
-    assert router.route(held) == ["A"] * len(HELD_MATH) + ["C"] * len(HELD_CODE)
+    assert [d.model for d in router.route(held)] == ["A"] * len(HELD_MATH) + ["C"] * len(HELD_CODE)
     scores = router.score(held)
     assert scores.shape == (len(held), 3) and scores.min() >= 0 and scores.max() <= 1
     loaded = Router.load(router.save(tmp_path / router.name))

@@ -184,7 +184,10 @@ def decide(
     out.print(f"wrote {len(decisions.ids)} decisions to {out_file}")
 
 
-from lookahead_router.cli import train as _train_commands  # noqa: E402,F401  (registers train, benchmark)
+# The other commands live beside this file; importing them registers them.
+from lookahead_router.cli import route as _route_commands  # noqa: E402,F401  (route, calibrate)
+from lookahead_router.cli import serve as _serve_commands  # noqa: E402,F401  (serve, log export)
+from lookahead_router.cli import train as _train_commands  # noqa: E402,F401  (train, benchmark)
 
 if __name__ == "__main__":
     app()

@@ -3,7 +3,8 @@
     router = make_router("knn", k=100)      # or KNNRouter(k=100)
     router.fit(train_ds)                     # a RoutingDataset
     p = router.score(prompts)                # [n, T] float array, higher = better, in [0, 1]
-    router.route(prompts)                    # the argmax candidate names
+    router.route(prompts, cost_weight=0.2, costs={"big": 3.0, "small": 0.2})
+                                             # RouteDecision per prompt: .model, .probabilities
     router.save("dir"); Router.load("dir")   # router.json + state.safetensors, never pickle
 
 A router learns its candidates from the dataset it is fitted on. Subclasses implement
@@ -14,12 +15,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.routers.cost import RouteDecision, decide
 
 CONFIG_FILE = "router.json"
 STATE_FILE = "state.safetensors"
@@ -66,9 +68,17 @@ class Router:
         assert scores.shape == (len(prompts), len(self.candidates)), scores.shape
         return scores
 
-    def route(self, prompts: Sequence[str]) -> list[str]:
-        """The best-scoring candidate per prompt."""
-        return [self.candidates[i] for i in self.score(prompts).argmax(axis=1)]
+    def route(self, prompts: Sequence[str], cost_weight: float = 0.0,
+              costs: Mapping[str, float] | np.ndarray | None = None) -> list[RouteDecision]:
+        """Per prompt, the candidate with the best utility P(good) − cost_weight · relative cost,
+        and every candidate's probability. ``costs``: per candidate (a mapping by name, or [T] /
+        [n, T] in ``self.candidates`` order), in any unit; see ``routers/cost.py``."""
+        if isinstance(costs, Mapping):
+            missing = [c for c in self.candidates if c not in costs]
+            if missing:
+                raise RouterError(f"costs has no entry for candidate(s) {missing}")
+            costs = [float(costs[c]) for c in self.candidates]
+        return decide(self.candidates, self.score(prompts), costs, cost_weight)
 
     # ---- persistence ---------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -29,6 +29,17 @@ FLUSH_EVERY = 20  # batches
 KEY_BYTES = 20    # a SHA-1 digest
 
 
+_INFERENCE_ONLY = False
+
+
+def inference_only(enabled: bool = True) -> None:
+    """For a long-running server (`lookahead serve`): extractors embed each request's texts and
+    forget them. The disk cache and the in-memory table would otherwise grow with every new
+    prompt, and progress bars would flood the server's log."""
+    global _INFERENCE_ONLY
+    _INFERENCE_ONLY = enabled
+
+
 def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lookahead-router" / "features"))
 
@@ -100,26 +111,32 @@ class FeatureExtractor:
 
     def __call__(self, texts: Sequence[str], desc: str = "embed") -> np.ndarray | list[np.ndarray]:
         """[n, d] float32 pooled vectors, or with ``tokens`` a list of [tokens_i, d] fp16 arrays."""
-        self._load_cache()
         keys = [_text_key(t) for t in texts]
-        todo = {k: t for k, t in zip(keys, texts) if k not in self._memory}
+        if _INFERENCE_ONLY:
+            memory: dict[bytes, np.ndarray] = {}
+        else:
+            self._load_cache()
+            memory = self._memory
+        todo = {k: t for k, t in zip(keys, texts) if k not in memory}
         if todo:
-            self._embed(list(todo.values()), list(todo), desc)
+            self._embed(list(todo.values()), list(todo), desc, memory)
         if self.tokens:
-            return [self._memory[k] for k in keys]
-        out = np.stack([self._memory[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
+            return [memory[k] for k in keys]
+        out = np.stack([memory[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
         if self.normalize and len(out):
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out.astype(np.float32)
 
     @torch.no_grad()
-    def _embed(self, texts: list[str], keys: list[bytes], desc: str) -> None:
+    def _embed(self, texts: list[str], keys: list[bytes], desc: str, memory: dict) -> None:
+        """Embed ``texts`` into ``memory``; written to the disk cache when that is the cache's table."""
+        persist = memory is self._memory
         bb = self.backbone
         length = effective_max_length(bb, self.max_length)
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths pad less
         pending_k, pending_v = [], []
         bar = tqdm(total=len(texts), desc=f"{desc} ({bb.spec}, {len(texts)} new)", unit="text",
-                   disable=not self.progress)
+                   disable=not (self.progress and persist))
         for n, start in enumerate(range(0, len(texts), self.batch_size)):
             idx = order[start:start + self.batch_size]
             enc = bb.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
@@ -130,9 +147,10 @@ class FeatureExtractor:
             else:
                 vec = pooled_hidden(bb, enc["input_ids"], enc["attention_mask"]).float().numpy()
             for i, v in zip(idx, vec):
-                self._memory[keys[i]] = v
-                pending_k.append(keys[i])
-                pending_v.append(v)
+                memory[keys[i]] = v
+                if persist:
+                    pending_k.append(keys[i])
+                    pending_v.append(v)
             bar.update(len(idx))
             if (n + 1) % FLUSH_EVERY == 0:
                 self._flush(pending_k, pending_v)

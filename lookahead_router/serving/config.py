@@ -1,0 +1,148 @@
+"""The serving configuration (`models.yaml`): one upstream per candidate, and the proxy's limits.
+
+    router: ../runs/router          # optional; `lookahead serve --router` overrides it
+    cost_weight: 0.0                # w in P(good) − w · relative cost; per request: "cost_weight"
+    models:
+      Qwen2.5-Coder-7B-Instruct:    # the candidate's name, as the router knows it
+        base_url: http://localhost:8000/v1     # any OpenAI-compatible server (vLLM, TGI, ...)
+        model: Qwen/Qwen2.5-Coder-7B-Instruct  # the upstream's model id (default: the name)
+        api_key_env: QWEN_API_KEY              # environment variable holding the upstream key
+        price_input: 0.2                       # $ per million input tokens
+        price_output: 0.6                      # $ per million output tokens
+        timeout_s: 60                          # until the first byte
+      Yi-1.5-34B-Chat:
+        replay: ../runs/paper.parquet          # answer with the recorded response (no server)
+
+Relative paths are read from the config file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lookahead_router.routers.cost import DEFAULT_OUTPUT_TOKENS, Price
+
+
+class ConfigError(ValueError):
+    """The serving configuration is missing, malformed or inconsistent."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UpstreamConfig(_Strict):
+    base_url: Optional[str] = None
+    model: Optional[str] = None
+    api_key_env: Optional[str] = None
+    replay: Optional[Path] = None
+    price_input: float = Field(0.0, ge=0)
+    price_output: float = Field(0.0, ge=0)
+    expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, gt=0)
+    timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_backend(self):
+        if (self.base_url is None) == (self.replay is None):
+            raise ValueError("give exactly one of base_url (an OpenAI-compatible server) or "
+                             "replay (a routing dataset)")
+        return self
+
+    @property
+    def price(self) -> Price:
+        return Price(self.price_input, self.price_output, self.expected_output_tokens)
+
+    def api_key(self) -> Optional[str]:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class CircuitBreakerConfig(_Strict):
+    failures: int = Field(5, ge=1)        # consecutive failures that open the circuit
+    cooldown_s: float = Field(30.0, gt=0)  # then one trial call is let through
+
+
+class BatchConfig(_Strict):
+    max_size: int = Field(32, ge=1)        # prompts scored together
+    max_wait_ms: float = Field(2.0, ge=0)  # how long the first prompt waits for others
+
+
+class ServeConfig(_Strict):
+    models: dict[str, UpstreamConfig]
+    router: Optional[Path] = None
+    cost_weight: float = Field(0.0, ge=0)
+    max_attempts: int = Field(3, ge=1)                 # upstreams tried per routed request
+    concurrency: int = Field(256, ge=1)                # requests in flight at once
+    queue_timeout_s: float = Field(10.0, ge=0)         # wait for a slot, then 429
+    max_body_bytes: int = Field(1_000_000, ge=1)       # larger bodies: 413
+    max_input_chars: int = Field(200_000, ge=1)        # longer conversations: 400
+    api_keys_env: Optional[str] = None                 # env var: comma-separated client keys
+    api_keys_file: Optional[Path] = None               # one client key per line
+    request_log: Optional[Path] = None                 # SQLite file; unset: no log
+    log_prompts: bool = True                           # keep prompt text (for `lookahead log export`)
+    circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
+    batch: BatchConfig = BatchConfig()
+
+    @model_validator(mode="after")
+    def _has_models(self):
+        if not self.models:
+            raise ValueError("no models: name at least one candidate under 'models'")
+        if "lookahead" in self.models:
+            raise ValueError("'lookahead' is the routed model's name; rename that candidate")
+        return self
+
+    def client_keys(self) -> list[str]:
+        """The keys clients must present (empty: no authentication)."""
+        keys: list[str] = []
+        if self.api_keys_env:
+            value = os.environ.get(self.api_keys_env)
+            if value is None:
+                raise ConfigError(f"api_keys_env: environment variable {self.api_keys_env} is not set")
+            keys += [k.strip() for k in value.split(",") if k.strip()]
+        if self.api_keys_file:
+            if not self.api_keys_file.is_file():
+                raise ConfigError(f"api_keys_file: {self.api_keys_file} not found")
+            keys += [k.strip() for k in self.api_keys_file.read_text().splitlines()
+                     if k.strip() and not k.startswith("#")]
+        if (self.api_keys_env or self.api_keys_file) and not keys:
+            raise ConfigError("client API keys are configured but none was found")
+        return keys
+
+    def prices(self) -> dict[str, Price]:
+        return {name: up.price for name, up in self.models.items()}
+
+
+def load_config(path: str | Path) -> ServeConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such serving config")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'models' section")
+    try:
+        config = ServeConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise ConfigError(f"{path}: {field}: {first['msg']}") from exc
+    return _resolve_paths(config, path.parent)
+
+
+def _resolve_paths(config: ServeConfig, base: Path) -> ServeConfig:
+    def resolve(p: Optional[Path]) -> Optional[Path]:
+        return p if p is None or p.is_absolute() else (base / p)
+    config.router = resolve(config.router)
+    config.api_keys_file = resolve(config.api_keys_file)
+    config.request_log = resolve(config.request_log)
+    for up in config.models.values():
+        up.replay = resolve(up.replay)
+    return config

@@ -1,0 +1,115 @@
+"""A fake OpenAI-compatible chat server, for the tests, the load benchmark and trying the proxy
+without an LLM. What it does depends on the model id it is asked for:
+
+    fail-*    answers HTTP 500            hang-*    never answers
+    reject-*  answers HTTP 400            anything else: "<model> answers: <prompt>" in
+                                          ``chunks`` pieces (streamed or whole)
+
+    python -m lookahead_router.serving.fake_upstream --port 9001 [--chunks 16 --chunk-delay-ms 5]
+
+``BackgroundServer`` runs any ASGI app (this one, or the proxy) on a free loopback port in a thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import Counter
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+
+def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI:
+    app = FastAPI(title="fake OpenAI-compatible upstream")
+    app.state.received = Counter()  # model id -> requests received
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        body = await request.json()
+        model = body["model"]
+        app.state.received[model] += 1
+        if model.startswith("fail"):
+            return JSONResponse({"error": {"message": "upstream exploded", "type": "server_error"}},
+                                status_code=500)
+        if model.startswith("reject"):
+            return JSONResponse({"error": {"message": "bad parameter", "type": "invalid_request_error",
+                                           "param": "temperature", "code": None}}, status_code=400)
+        if model.startswith("hang"):
+            await asyncio.sleep(3600)
+        prompt = body["messages"][-1].get("content") or ""
+        text = f"{model} answers: {prompt}"
+        step = max(1, -(-len(text) // chunks))
+        pieces = [text[i:i + step] for i in range(0, len(text), step)]
+        base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
+        if not body.get("stream"):
+            return {**base, "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                 "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
+                              "total_tokens": (len(prompt) + len(text)) // 4}}
+
+        async def events():
+            for piece in pieces:
+                if chunk_delay_s:
+                    await asyncio.sleep(chunk_delay_s)
+                chunk = {**base, "object": "chat.completion.chunk",
+                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                yield f"data: {json.dumps(chunk)}\n\n"
+            done = {**base, "object": "chat.completion.chunk",
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+class BackgroundServer:
+    """``with BackgroundServer(app) as server: server.url`` — uvicorn on 127.0.0.1, a free port."""
+
+    def __init__(self, app, **uvicorn_options):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        options = {"log_level": "warning", "access_log": False, "timeout_keep_alive": 75,
+                   **uvicorn_options}
+        self.server = uvicorn.Server(uvicorn.Config(app, **options))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    app = create_fake_upstream(args.chunks, args.chunk_delay_ms / 1000)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_keep_alive=75)  # outlive clients' idle connections (see `lookahead serve`)
+
+
+if __name__ == "__main__":
+    main()

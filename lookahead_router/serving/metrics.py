@@ -1,0 +1,38 @@
+"""Prometheus metrics of the proxy (`GET /metrics`). Each app gets its own registry, so several
+proxies in one process (tests) do not share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_ROUTER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class ProxyMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("lookahead_requests", "Chat requests answered, by the candidate that "
+                                "answered (or 'none') and HTTP status", ["model", "status"], registry=r)
+        self.latency = Histogram("lookahead_request_latency_seconds", "Arrival to last byte, per "
+                                 "candidate", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.first_byte = Histogram("lookahead_time_to_first_byte_seconds", "Arrival to the first "
+                                    "upstream byte, per candidate", ["model"], buckets=_LATENCY_BUCKETS,
+                                    registry=r)
+        self.router_latency = Histogram("lookahead_router_latency_seconds", "Router inference per "
+                                        "request (queueing included)", buckets=_ROUTER_BUCKETS, registry=r)
+        self.router_batch = Histogram("lookahead_router_batch_size", "Prompts per router forward pass",
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.fallbacks = Counter("lookahead_fallbacks", "Upstream attempts that failed and were "
+                                 "retried on the next candidate", ["model", "reason"], registry=r)
+        self.upstream_errors = Counter("lookahead_upstream_errors", "Failed upstream attempts",
+                                       ["model", "reason"], registry=r)
+        self.circuit_open = Gauge("lookahead_circuit_open", "1 while a candidate's circuit is open",
+                                  ["model"], registry=r)
+        self.in_flight = Gauge("lookahead_in_flight_requests", "Requests being answered", registry=r)
+        self.rejected = Counter("lookahead_rejected_requests", "Requests refused before routing, by "
+                                "error code", ["code"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

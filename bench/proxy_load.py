@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,25 +34,6 @@ import numpy as np
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not come up")
 
 
 async def load(url: str, model: str, prompts: list[str], clients: int, seconds: float) -> dict:
@@ -126,6 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.routers.base import Router
+    from lookahead_router.serving.fake_upstream import free_port, wait_until_serving
 
     work = Path(tempfile.mkdtemp(prefix="proxy-load-"))
     router_dir = args.router or build_router(args.data, work / "router")
@@ -145,8 +126,8 @@ def main() -> None:
                               "--config", str(work / "models.yaml"), "--port", str(proxy_port)],
                              env=env, stdout=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{up_port}/docs", upstream)
-        wait_ready(f"http://127.0.0.1:{proxy_port}/health", proxy)
+        wait_until_serving(f"http://127.0.0.1:{up_port}/docs", upstream)
+        wait_until_serving(f"http://127.0.0.1:{proxy_port}/health", proxy)
         print(f"direct: {args.clients} clients x {args.seconds:.0f} s ...", flush=True)
         direct = asyncio.run(load(f"http://127.0.0.1:{up_port}/v1/chat/completions", "up-0", prompts,
                                   args.clients, args.seconds))

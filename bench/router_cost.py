@@ -23,6 +23,7 @@ import platform
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -42,43 +43,40 @@ def fitted(name: str, options: dict, train, T: int):
     return router.fit(train.select_candidates(train.candidates[:T]))
 
 
-def uncached(router, prompts: list[str]) -> None:
-    """Switch off the router's feature caches (disk and memory) for ``prompts``."""
-    from lookahead_router.routers import lookahead
-    from lookahead_router.routers.features import _text_key
-    extractors = [getattr(router, "_extractor", None), *getattr(router, "_extractors", {}).values(),
-                  *lookahead._EXTRACTORS.values()]
-    for extractor in filter(None, extractors):
-        extractor._load_cache()
-        extractor.cache_dir = None
-        for text in prompts:
-            extractor._memory.pop(_text_key(text), None)
+@contextmanager
+def uncached():
+    """Every prompt is embedded afresh, as a deployed router meets new prompts (no feature cache)."""
+    from lookahead_router.routers.features import inference_only
+    inference_only(True)
+    try:
+        yield
+    finally:
+        inference_only(False)
 
 
 def gflops(router, prompts: list[str]) -> float:
-    uncached(router, prompts)
     counter = FlopCounterMode(display=False)
-    with counter:
+    with uncached(), counter:
         for p in prompts:
             router.score([p])
     return counter.get_total_flops() / len(prompts) / 1e9
 
 
 def latency(router, prompts: list[str]) -> dict:
-    uncached(router, prompts)
     times = []
-    for p in prompts:
-        start = time.perf_counter()
-        router.score([p])
-        times.append((time.perf_counter() - start) * 1000)
+    with uncached():
+        for p in prompts:
+            start = time.perf_counter()
+            router.score([p])
+            times.append((time.perf_counter() - start) * 1000)
     return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
 
 
 def throughput(router, prompts: list[str], batch: int = 64) -> float:
-    uncached(router, prompts)
     start = time.perf_counter()
-    for i in range(0, len(prompts), batch):
-        router.score(prompts[i:i + batch])
+    with uncached():
+        for i in range(0, len(prompts), batch):
+            router.score(prompts[i:i + batch])
     return len(prompts) / (time.perf_counter() - start)
 
 

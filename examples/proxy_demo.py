@@ -11,10 +11,8 @@ of the answer. Then a streamed request, a pass-through, and a cost-aware request
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,12 +20,7 @@ import numpy as np
 import openai
 
 from lookahead_router.data.dataset import RoutingDataset
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lookahead_router.serving.fake_upstream import free_port, wait_until_serving
 
 
 def main() -> None:
@@ -46,17 +39,10 @@ def main() -> None:
                                "--config", str(args.config), "--port", str(port)])
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if server.poll() is not None:
-                sys.exit(f"lookahead serve exited with status {server.returncode}")
-            try:
-                httpx.get(f"{base}/health", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    sys.exit("the proxy did not start within 180 s")
-                time.sleep(0.5)
+        try:
+            wait_until_serving(f"{base}/health", server)
+        except RuntimeError as exc:
+            sys.exit(f"the proxy did not start: {exc}")
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed")
         print(f"\n{args.n} {args.source} prompts through the proxy (model=\"lookahead\"):")
         for row in rows:

@@ -67,7 +67,7 @@ class Proxy:
         self.upstreams = {name: make_upstream(name, up, self.client) for name, up in config.models.items()}
         self.log = RequestLog(config.request_log, config.log_prompts) if config.request_log else None
         self.batcher = ScoreBatcher(router, config.batch.max_size, config.batch.max_wait_ms,
-                                    on_batch=lambda n, s: self.metrics.router_batch.observe(n))
+                                    on_batch=self.metrics.router_batch.observe)
 
     async def stop(self) -> None:
         await self.batcher.close()
@@ -102,7 +102,6 @@ class Proxy:
         try:
             await asyncio.wait_for(self.slots.acquire(), self.config.queue_timeout_s)
         except asyncio.TimeoutError:
-            self.metrics.rejected.labels("concurrency_limit").inc()
             raise OpenAIError(429, f"more than {self.config.concurrency} requests in flight; retry "
                               "later", type="rate_limit_error", code="concurrency_limit")
 
@@ -113,7 +112,7 @@ class Proxy:
         scores = await self.batcher.score(prompt)
         seconds = time.perf_counter() - start
         self.metrics.router_latency.observe(seconds)
-        costs = expected_costs(self.prices, self.candidates, [prompt])
+        costs = expected_costs(self.prices, self.candidates, [prompt]) if weight > 0 else None
         return decide(self.candidates, scores[None], costs, weight)[0], seconds
 
     def attempt_order(self, decision: RouteDecision) -> list[str]:
@@ -323,7 +322,7 @@ def create_app(router: Router, config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request, exc: OpenAIError):
-        if exc.status < 500 and exc.code not in ("concurrency_limit",):
+        if exc.status < 500:
             proxy.metrics.rejected.labels(exc.code or "invalid_request").inc()
         return exc.response()
 

@@ -7,7 +7,8 @@ without an LLM. What it does depends on the model id it is asked for:
 
     python -m lookahead_router.serving.fake_upstream --port 9001 [--chunks 16 --chunk-delay-ms 5]
 
-``BackgroundServer`` runs any ASGI app (this one, or the proxy) on a free loopback port in a thread.
+``BackgroundServer`` runs any ASGI app (this one, or the proxy) on a free loopback port in a thread;
+``free_port`` and ``wait_until_serving`` start servers in subprocesses (the demo, the load bench).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import argparse
 import asyncio
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
 
+import httpx
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -97,6 +100,27 @@ class BackgroundServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 180) -> None:
+    """Poll ``url`` until it answers; fail if ``proc`` exits or ``seconds`` pass first."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, proc.args))} exited with status {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
+            time.sleep(0.2)
 
 
 def main() -> None:

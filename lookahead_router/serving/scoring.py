@@ -5,7 +5,6 @@ requests costs a few forward passes instead of one each."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Callable
 
 import numpy as np
@@ -15,9 +14,9 @@ from lookahead_router.routers.base import Router
 
 class ScoreBatcher:
     def __init__(self, router: Router, max_size: int = 32, max_wait_ms: float = 2.0,
-                 on_batch: Callable[[int, float], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None):
         self.router, self.max_size, self.max_wait = router, max_size, max_wait_ms / 1000
-        self.on_batch = on_batch  # (batch size, seconds) for metrics
+        self.on_batch = on_batch  # told each batch's size (metrics)
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
 
@@ -51,7 +50,6 @@ class ScoreBatcher:
             batch = [(p, f) for p, f in batch if not f.cancelled()]  # clients that went away
             if not batch:
                 continue
-            start = time.perf_counter()
             try:
                 scores = await asyncio.to_thread(self.router.score, [p for p, _ in batch])
             except Exception as exc:  # the router failed: every waiting request hears why
@@ -60,7 +58,7 @@ class ScoreBatcher:
                         future.set_exception(exc)
                 continue
             if self.on_batch:
-                self.on_batch(len(batch), time.perf_counter() - start)
+                self.on_batch(len(batch))
             for (_, future), row in zip(batch, scores):
                 if not future.done():
                     future.set_result(row)

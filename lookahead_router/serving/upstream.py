@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -59,12 +60,8 @@ class HTTPUpstream:
                                          timeout=self.timeout)
 
     async def complete(self, body: dict) -> dict:
-        try:
+        with _transport_errors():
             response = await self.client.send(self._request(body, stream=False))
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("timeout") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"connection: {type(exc).__name__}") from exc
         _raise_for_status(response.status_code, response.content)
         try:
             return response.json()
@@ -72,31 +69,35 @@ class HTTPUpstream:
             raise UpstreamError("invalid JSON from upstream") from exc
 
     async def stream(self, body: dict) -> AsyncIterator[dict]:
-        try:
+        with _transport_errors():
             response = await self.client.send(self._request(body, stream=True), stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("timeout") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"connection: {type(exc).__name__}") from exc
         try:
-            if response.status_code >= 400:
-                _raise_for_status(response.status_code, await response.aread())
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # SSE comments, event names and blank separators
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                try:
-                    yield json.loads(data)
-                except ValueError as exc:
-                    raise UpstreamError("invalid JSON event from upstream") from exc
-        except httpx.TimeoutException as exc:
-            raise UpstreamError("timeout") from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(f"connection: {type(exc).__name__}") from exc
+            with _transport_errors():
+                if response.status_code >= 400:
+                    _raise_for_status(response.status_code, await response.aread())
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue  # SSE comments, event names and blank separators
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        yield json.loads(data)
+                    except ValueError as exc:
+                        raise UpstreamError("invalid JSON event from upstream") from exc
         finally:
             await response.aclose()
+
+
+@contextmanager
+def _transport_errors():
+    """httpx's timeouts and connection failures, as the UpstreamError the proxy falls back on."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise UpstreamError("timeout") from exc
+    except httpx.HTTPError as exc:
+        raise UpstreamError(f"connection: {type(exc).__name__}") from exc
 
 
 def _raise_for_status(status: int, content: bytes) -> None:

@@ -9,7 +9,7 @@ LOOKAHEAD_DATA ?= ../shared/lookahead-data
 export LOOKAHEAD_DATA
 DATASET ?= runs/paper.parquet
 
-.PHONY: demo test benchmark install clean
+.PHONY: demo test benchmark collect-demo verify-release install clean
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,25 @@ demo: $(DATASET) runs/demo-router/router.json
 # packaged backbones (the `cpu` preset; see the README).
 benchmark: $(DATASET)
 	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol cv5 --out runs/bench-cpu
+
+# Collect routing data end to end without an LLM server: 100 GSM8K, MBPP and HumanEval prompts,
+# the paper's five candidates replaying their recorded responses (examples/collect.yaml), scored
+# by the math scorer and in the sandbox, built into a dataset, a router trained and benchmarked.
+COLLECT := runs/collect-demo
+collect-demo: $(DATASET)
+	$(BIN)/lookahead collect prompts --data $(DATASET) --source GSM8K,MBPP,HumanEval --limit 100 \
+	    --split none --out $(COLLECT)/prompts.jsonl
+	$(BIN)/lookahead collect generate --prompts $(COLLECT)/prompts.jsonl --models examples/collect.yaml --out $(COLLECT)
+	$(BIN)/lookahead collect score --dir $(COLLECT) --prompts $(COLLECT)/prompts.jsonl --scorer math
+	$(BIN)/lookahead collect score --dir $(COLLECT) --prompts $(COLLECT)/prompts.jsonl --scorer code
+	$(BIN)/lookahead collect build --dir $(COLLECT) --prompts $(COLLECT)/prompts.jsonl --out $(COLLECT)/routing.parquet
+	$(BIN)/lookahead train --router knn --data $(COLLECT)/routing.parquet --splits train --out $(COLLECT)/router
+	$(BIN)/lookahead benchmark --data $(COLLECT)/routing.parquet --routers knn,mlc-mlm --protocol split \
+	    --out $(COLLECT)/benchmark
+
+# Re-grade the release's responses with our scorers (13 min on 2 cores, SelfOSS 11 of them).
+verify-release: $(VENV)/.installed
+	$(BIN)/lookahead collect verify-release --src "$(LOOKAHEAD_DATA)" --out runs/verify-release
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

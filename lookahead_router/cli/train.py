@@ -74,6 +74,10 @@ def train_cmd(
         if splits or sources:
             ds = ds.where(split=_split(splits) or None, source=_split(sources) or None)
         model = make_router(router, **options)
+        # `lookahead collect build --threshold` records the label threshold in the dataset
+        if "threshold" in getattr(model, "opts", {}) and "threshold" not in options \
+                and "label_threshold" in ds.metadata:
+            model.opts["threshold"] = float(ds.metadata["label_threshold"])
         out.print(f"training {model!r} on {len(ds)} rows x {len(ds.candidates)} candidates")
         model.fit(ds, validation)
         if state.is_main_process:

@@ -94,39 +94,21 @@ def read_dataset_prompts(path: str | Path) -> list[PromptRecord]:
 
 
 def read_jsonl_prompts(path: str | Path) -> list[PromptRecord]:
-    path = Path(path)
+    from lookahead_router.data.jsonl import prompt_rows
     records: list[PromptRecord] = []
-    seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
+    for qid, where, row in prompt_rows(path, BatchError):
+        if "prompt" in row:
+            if not isinstance(row["prompt"], str):
+                raise BatchError(f"{where}: 'prompt' must be a string")
+            prompt = row["prompt"]
+        elif "messages" in row:
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BatchError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(row, dict):
-                raise BatchError(f"{where}: expected an object with 'prompt' or 'messages'")
-            qid = row.get("id", lineno)
-            if isinstance(qid, bool) or not isinstance(qid, (str, int)):
-                raise BatchError(f"{where}: 'id' must be a string or an integer, not {qid!r}")
-            qid = str(qid)
-            if qid in seen:
-                raise BatchError(f"{where}: duplicate id {qid!r} (first on line {seen[qid]})")
-            seen[qid] = lineno
-            if "prompt" in row:
-                if not isinstance(row["prompt"], str):
-                    raise BatchError(f"{where}: 'prompt' must be a string")
-                prompt = row["prompt"]
-            elif "messages" in row:
-                try:
-                    prompt = prompt_of(row["messages"])
-                except ValueError as exc:
-                    raise BatchError(f"{where}: {exc}") from exc
-            else:
-                raise BatchError(f"{where}: no 'prompt' or 'messages' field")
-            records.append(PromptRecord(qid, prompt, where))
+                prompt = prompt_of(row["messages"])
+            except ValueError as exc:
+                raise BatchError(f"{where}: {exc}") from exc
+        else:
+            raise BatchError(f"{where}: no 'prompt' or 'messages' field")
+        records.append(PromptRecord(qid, prompt, where))
     if not records:
         raise BatchError(f"{path}: no prompts")
     return records

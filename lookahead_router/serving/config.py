@@ -12,6 +12,10 @@
         timeout_s: 60                          # until the first byte
       Yi-1.5-34B-Chat:
         replay: ../runs/paper.parquet          # answer with the recorded response (no server)
+      SmolLM2-135M-Instruct:
+        local: smollm2                         # `collect generate` only: run it in-process
+    generation:                                # `lookahead collect generate` sampling and limits
+      temperature: 0.8
 
 Relative paths are read from the config file's folder.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -41,6 +45,7 @@ class UpstreamConfig(_Strict):
     model: Optional[str] = None
     api_key_env: Optional[str] = None
     replay: Optional[Path] = None
+    local: Optional[str] = None  # a causal LM (hub id, folder or "smollm2"), for generation only
     price_input: float = Field(0.0, ge=0)
     price_output: float = Field(0.0, ge=0)
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, gt=0)
@@ -48,9 +53,9 @@ class UpstreamConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_backend(self):
-        if (self.base_url is None) == (self.replay is None):
-            raise ValueError("give exactly one of base_url (an OpenAI-compatible server) or "
-                             "replay (a routing dataset)")
+        if sum(x is not None for x in (self.base_url, self.replay, self.local)) != 1:
+            raise ValueError("give exactly one of base_url (an OpenAI-compatible server), "
+                             "replay (a routing dataset) or local (a model to run in-process)")
         return self
 
     @property
@@ -71,6 +76,18 @@ class BatchConfig(_Strict):
     max_wait_ms: float = Field(2.0, ge=0)  # how long the first prompt waits for others
 
 
+class GenerationConfig(_Strict):
+    """How `lookahead collect generate` samples (defaults: the paper's Appendix C.1)."""
+    temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(2048, ge=1)
+    seed: Optional[int] = None
+    concurrency: int = Field(16, ge=1)      # requests in flight to each OpenAI-compatible server
+    max_retries: int = Field(5, ge=0)       # per request (429, 5xx, timeouts), exponential backoff
+    engine: Literal["auto", "vllm", "transformers"] = "auto"  # for local models; auto: vLLM if installed
+    batch_size: int = Field(8, ge=1)        # prompts per local forward pass (transformers)
+
+
 class ServeConfig(_Strict):
     models: dict[str, UpstreamConfig]
     router: Optional[Path] = None
@@ -86,6 +103,7 @@ class ServeConfig(_Strict):
     log_prompts: bool = True                           # keep prompt text (for `lookahead log export`)
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     batch: BatchConfig = BatchConfig()
+    generation: GenerationConfig = GenerationConfig()
 
     @model_validator(mode="after")
     def _has_models(self):

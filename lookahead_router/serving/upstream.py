@@ -172,6 +172,9 @@ class ReplayUpstream:
 
 
 def make_upstream(name: str, config: UpstreamConfig, client: httpx.AsyncClient):
+    if config.local is not None:
+        raise ValueError(f"models.{name}: local models only generate (lookahead collect generate); "
+                         "serve them behind an OpenAI-compatible server (e.g. vLLM) and give base_url")
     return ReplayUpstream(name, config) if config.replay is not None else HTTPUpstream(name, config, client)
 
 

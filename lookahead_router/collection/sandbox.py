@@ -39,7 +39,6 @@ from tqdm import tqdm
 _MB = 2 ** 20
 _TAIL = 2000                  # bytes of stdout/stderr kept in a RunResult
 _UNSHARE_FLAGS = ("--user", "--map-root-user", "--net", "--pid", "--fork", "--kill-child")
-_MBPP_KIND = {"passed": "pass", "timed out": "timeout"}   # anything else: "failed"/"wrong_answer"
 
 
 @dataclass

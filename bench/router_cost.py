@@ -96,14 +96,15 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["LOOKAHEAD_CACHE"] = tempfile.mkdtemp(prefix="router-cost-cache-")   # nothing cached
     from lookahead_router.data.dataset import RoutingDataset
-    from lookahead_router.evaluation.benchmark import PRESETS, _device
+    from lookahead_router.evaluation.benchmark import _device
+    from lookahead_router.evaluation.presets import load_preset
 
     ds = RoutingDataset.load(args.data)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(ds))
     train = ds.subset(np.sort(order[:args.train_rows]))
     prompts = ds.queries["prompt"].to_numpy()[order[args.train_rows:]].tolist()
-    preset = PRESETS[args.preset]
+    preset, gpu = load_preset(args.preset), load_preset("gpu")
     plans = [(r, False) for r in args.routers.split(",") if r]
     plans += [(r, True) for r in args.finetuned.split(",") if r]
     results = []
@@ -119,7 +120,7 @@ def main() -> None:
         options = preset.options(name)
         rows = train
         if finetune:  # the paper's architecture; a few rows, short prompts and responses keep the fit quick
-            options = {**PRESETS["gpu"].options(name), "batch_size": 8, "grad_accum": 1, "max_length": 128}
+            options = {**gpu.options(name), "batch_size": 8, "grad_accum": 1, "max_length": 128}
             if name.startswith("lookahead-clm"):
                 options["response_length"] = 8   # training only: scoring runs the MID tokens alone
             rows = train.subset(np.arange(32))

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from lookahead_router.cli.main import app
-from lookahead_router.evaluation.benchmark import BASELINES, LOOKAHEAD, MLM_ABLATIONS, PRESETS, run_benchmark
+from lookahead_router.evaluation.benchmark import BASELINES, CEILINGS, LOOKAHEAD, MLM_ABLATIONS, TASK_BEST, run_benchmark
+from lookahead_router.evaluation.presets import load_preset
 from lookahead_router.routers.base import Router
 
 runner = CliRunner()
@@ -26,26 +27,36 @@ def fake_parquet(fake_dataset, tmp_path) -> Path:
     return fake_dataset.save(tmp_path / "fake.parquet")
 
 
-def test_smoke_benchmark_trains_every_baseline_and_writes_the_report(fake_dataset, fake_parquet, tmp_path):
+def test_smoke_benchmark_trains_every_router_over_seeds_and_writes_the_report(fake_dataset, fake_parquet, tmp_path):
     out = tmp_path / "bench"
     result = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
-                                 "--protocol", "cv5", "--out", str(out)])
+                                 "--protocol", "cv5", "--seeds", "0,1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
-    for name in BASELINES + LOOKAHEAD + ("random", "oracle", "model-a"):
+    for name in BASELINES + LOOKAHEAD + CEILINGS + (TASK_BEST, "random", "oracle", "model-a"):
         assert name in report["rows"], name
         assert np.isfinite(report["rows"][name]["avg_mu_n"])
     assert report["rows"]["oracle"]["avg_mu_n"] == pytest.approx(100.0)
+    assert "avg_mu_n_std" not in report["rows"]["oracle"]
+    assert report["run"]["seeds"] == [0, 1] and report["seeds"] == 2
     assert report["run"]["preset"] == "smoke" and len(report["run"]["folds"]) == 5
-    assert (out / "report.md").read_text().count("| knn |") == 1
+    assert set(report["run"]["labels"].values()) == {"relative"}
+    pairs = {(c["a"], c["b"]) for c in report["comparisons"]}
+    assert {("lookahead-mlm", "lookahead-mlm-norm"), ("lookahead-mlm", TASK_BEST),
+            ("lookahead-clm", "lookahead-clm-norm"), ("lookahead-mlm", "mlc-mlm")} <= pairs
+    for c in report["comparisons"]:
+        assert c["ci95"][0] <= c["ci95"][1]
+    md = (out / "report.md").read_text()
+    assert md.count("| knn |") == 1 and "Paired comparisons" in md and "benchmark label" in md
     assert (out / "mu_n.png").stat().st_size > 1000
-    # every benchmark query is decided exactly once, out of fold
-    ids = [json.loads(line)["id"] for f in sorted((out / "decisions" / "knn").glob("*.jsonl"))
-           for line in f.read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == len(fake_dataset.where(split="test"))
-    # a second run reuses the finished (router, fold) decisions and gives the same table
+    # every benchmark query is decided exactly once per seed, out of fold
+    for seed in (0, 1):
+        ids = [json.loads(line)["id"] for f in sorted((out / "decisions" / "knn" / f"seed{seed}").glob("*.jsonl"))
+               for line in f.read_text().splitlines()]
+        assert len(ids) == len(set(ids)) == len(fake_dataset.where(split="test"))
+    # a second run reuses the finished (router, seed, fold) decisions and gives the same table
     again = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
-                                "--routers", "knn,mlc-mlm", "--out", str(out)])
+                                "--routers", "knn,mlc-mlm", "--seeds", "0,1", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert "reusing" in again.output
     rerun = json.loads((out / "report.json").read_text())
@@ -139,8 +150,35 @@ def test_routers_command_lists_every_baseline():
     assert result.exit_code == 0
     for name in BASELINES + LOOKAHEAD + MLM_ABLATIONS:
         assert name in result.output
-    assert PRESETS["cpu"].options("mlc-clm")["backbone"] == "smollm2"
+    cpu = load_preset("cpu")
+    assert cpu.options("mlc-clm")["backbone"] == "smollm2"
     # an ablation takes its variant's preset options
-    assert PRESETS["cpu"].options("lookahead-mlm-start") == PRESETS["cpu"].options("lookahead-mlm")
-    assert PRESETS["cpu"].group("lookahead-clm-norm") == "lookahead-clm" and PRESETS["cpu"].group("mlc-mlm") == "mlm"
-    assert PRESETS["cpu"].options("routerdc-mlm")["backbone"] == "minilm"
+    assert cpu.options("lookahead-mlm-start") == cpu.options("lookahead-mlm")
+    assert cpu.group("lookahead-clm-norm") == "lookahead-clm" and cpu.group("mlc-mlm") == "mlm"
+    assert cpu.options("routerdc-mlm")["backbone"] == "minilm"
+    # equal budgets: the query-only classifiers get Lookahead's prompt length, trainable part and epochs
+    for key in ("backbone", "max_length", "layers", "epochs", "lr", "batch_size", "eval_every"):
+        assert cpu.options("mlc-mlm")[key] == cpu.options("lookahead-mlm")[key], key
+        assert cpu.options("mlc-clm")[key] == cpu.options("lookahead-clm")[key], key
+    with pytest.raises(ValueError, match="unknown preset 'laptop'"):
+        load_preset("laptop")
+
+
+def test_gpu_preset_falls_back_to_the_packaged_backbones_offline(monkeypatch):
+    """The paper's backbones where a hub is reachable, the packaged ones otherwise."""
+    from lookahead_router.evaluation import presets
+    from lookahead_router.routers import backbones
+    presets.resolve_backbone.cache_clear()
+
+    def offline(spec, kind):
+        if "/" in spec:
+            raise backbones.RouterError(f"cannot read the config of backbone {spec!r}: offline")
+        return None
+    monkeypatch.setattr(backbones, "backbone_config", offline)
+    gpu = load_preset("gpu")
+    assert gpu.options("lookahead-mlm")["backbone"] == "minilm"
+    assert gpu.options("lookahead-clm")["backbone"] == "smollm2"
+    monkeypatch.setattr(backbones, "backbone_config", lambda spec, kind: None)
+    presets.resolve_backbone.cache_clear()
+    assert load_preset("gpu").options("mlc-mlm")["backbone"] == "answerdotai/ModernBERT-base"
+    presets.resolve_backbone.cache_clear()

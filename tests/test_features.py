@@ -61,17 +61,17 @@ def test_a_digest_ending_in_a_nul_byte_is_found_in_the_cache(tmp_path, monkeypat
     assert again._backbone is None
 
 
-@pytest.mark.parametrize("tokens", [False, True])
-def test_inference_only_keeps_nothing(tmp_path, monkeypatch, tokens):
+@pytest.mark.parametrize("layer", [None, 1])
+def test_inference_only_keeps_nothing(tmp_path, monkeypatch, layer):
     """`lookahead serve` embeds every new prompt: nothing may pile up in memory or on disk."""
     from lookahead_router.routers import features
     monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
-    cached = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, tokens=tokens)
+    cached = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, layer=layer)
     expected = cached(["a served prompt", "another"])
     monkeypatch.setattr(features, "_INFERENCE_ONLY", False)
     features.inference_only()
     try:
-        fresh = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, tokens=tokens)
+        fresh = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, layer=layer)
         fresh._backbone = cached.backbone
         got = fresh(["a served prompt", "another", "a new one"])
     finally:

@@ -13,11 +13,28 @@ def test_labels_min_max_within_each_source():
     norm = normalised_scores(both)
     np.testing.assert_allclose(norm[:2], [[0.0, 1.0], [0.5, np.nan]])
     np.testing.assert_allclose(norm[2:], [[0.0, 1.0], [1.0, 1.0]])
-    labels = binary_labels(both)
+    labels = binary_labels(both, rule="absolute")
     np.testing.assert_array_equal(labels[:2], [[0, 1], [0, np.nan]])
-    np.testing.assert_array_equal(binary_labels(both, threshold=0.5)[1], [1, np.nan])
+    np.testing.assert_array_equal(binary_labels(both, threshold=0.5, rule="absolute")[1], [1, np.nan])
     with pytest.raises(ValueError):
         binary_labels(both, threshold=1.5)
+    with pytest.raises(ValueError, match="labels must be one of"):
+        binary_labels(both, rule="soft")
+
+
+def test_relative_labels_make_every_prompts_best_candidate_positive(fake_dataset):
+    """The authors' rule: positive when the normalised score reaches 0.8 x the prompt's best, so the
+    best candidate of every prompt is positive, a full tie makes all positive, and a prompt no
+    candidate answers well under the absolute rule still gets its positives."""
+    ds = make_ds("ArenaHard", [[-6, -2], [0, 6], [1, 1], [-6, np.nan]])
+    rel, ab = binary_labels(ds), binary_labels(ds, rule="absolute")
+    np.testing.assert_array_equal(rel, [[0, 1], [0, 1], [1, 1], [1, np.nan]])
+    assert np.nansum(ab[0]) == 0 and np.nansum(rel[0]) == 1
+    for data in (ds, fake_dataset):
+        labels, norm = binary_labels(data), normalised_scores(data)
+        for row_labels, row_norm in zip(labels, norm):
+            if not np.isnan(row_norm).all():
+                assert row_labels[np.nanargmax(row_norm)] == 1
 
 
 def test_cv_is_stratified_seeded_and_covers_every_test_query_once(fake_dataset):

@@ -9,7 +9,7 @@ import torch
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.routers.base import Router, RouterError, make_router
-from lookahead_router.routers.classifiers import RowDataset
+from lookahead_router.routers.neural import RowDataset
 from lookahead_router.training.engine import TrainConfig, train, validate
 
 CANDS = ["A", "B", "C"]

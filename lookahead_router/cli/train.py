@@ -55,6 +55,7 @@ def train_cmd(
     (N processes, GPUs or CPUs; the main process saves)."""
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.neural import NeuralRouter
     from lookahead_router.training.engine import distributed_state
     state = distributed_state()
     given = dict(backbone=backbone, max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -74,10 +75,11 @@ def train_cmd(
         if splits or sources:
             ds = ds.where(split=_split(splits) or None, source=_split(sources) or None)
         model = make_router(router, **options)
-        # `lookahead collect build --threshold` records the label threshold in the dataset
-        if "threshold" in getattr(model, "opts", {}) and "threshold" not in options \
-                and "label_threshold" in ds.metadata:
-            model.opts["threshold"] = float(ds.metadata["label_threshold"])
+        # `lookahead collect build --threshold` records the label threshold in the dataset: it
+        # becomes one of the router's options, so router.json keeps it
+        if isinstance(model, NeuralRouter) and "threshold" not in options and "label_threshold" in ds.metadata:
+            options["threshold"] = float(ds.metadata["label_threshold"])
+            model = make_router(router, **options)
         out.print(f"training {model!r} on {len(ds)} rows x {len(ds.candidates)} candidates")
         model.fit(ds, validation)
         if state.is_main_process:
@@ -104,36 +106,38 @@ def routers_cmd() -> None:
 @app.command("benchmark")
 def benchmark_cmd(
     data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
-    routers: Optional[List[str]] = typer.Option(None, help="Routers to train (default: the six "
-                                                "baselines, classifiers on both backbones, and Lookahead "
-                                                "CLM / MLM with their w/o-RM ablations)."),
+    routers: Optional[List[str]] = typer.Option(None, help="Routers to train (default: the preset's: the six "
+                                                "baselines with classifiers on both backbones, Lookahead CLM / "
+                                                "MLM with their w/o-RM ablations and the response-aware ceilings)."),
     protocol: str = typer.Option("cv5", help="cv5 (5-fold, stratified by benchmark), lobo, split."),
-    preset: str = typer.Option("cpu", help="smoke, cpu or gpu (see the README)."),
+    preset: str = typer.Option("cpu", help="smoke, cpu or gpu (lookahead_router/evaluation/presets/)."),
     out_dir: Path = typer.Option(Path("runs/benchmark"), "--out", help="Folder for the report, chart "
                                  "and per-fold decisions (finished folds are reused on re-runs)."),
-    seed: int = typer.Option(0, help="Fold assignment seed."),
+    seeds: List[str] = typer.Option(["0"], help="Seeds: each repeats the protocol with its own fold "
+                                    "assignment and initialisation, e.g. 0,1,2."),
     add_train: bool = typer.Option(True, help="Add training-only rows (SelfOSS) to every training fold."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a router option: "
-                                             "ROUTER.KEY=VALUE (ROUTER: a name, or a group: mlm, clm, "
-                                             "lookahead-mlm, lookahead-clm)."),
+                                             "ROUTER.KEY=VALUE (ROUTER: a name, or a preset group: similarity, "
+                                             "mlm, clm, lookahead-mlm, lookahead-clm, ceiling-full)."),
 ) -> None:
-    """Train every router under a protocol and print the Table 1 report (JSON, markdown and a
-    bar chart of μn per benchmark go to --out)."""
+    """Train every router under a protocol, over seeds, and print the Table 1 report with mean ±
+    std (JSON with paired comparisons, markdown and a bar chart of μn go to --out)."""
     from rich.console import Console
 
     from lookahead_router.data.dataset import RoutingDataset
-    from lookahead_router.evaluation.benchmark import BASELINES, LOOKAHEAD, PRESETS, run_benchmark
+    from lookahead_router.evaluation.benchmark import run_benchmark
+    from lookahead_router.evaluation.presets import load_preset
     try:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-        names = _split(routers) or [*BASELINES, *LOOKAHEAD]
+        chosen = load_preset(preset)
+        names = _split(routers) or list(chosen.default_routers)
+        seed_list = [int(s) for s in _split(seeds)]
         overrides: dict[str, dict] = {}
         for target, opts in _scoped(_split(set_)).items():
             for name in names:
-                if target in (name, PRESETS[preset].group(name)):
+                if target in (name, chosen.group(name)):
                     overrides.setdefault(name, {}).update(opts)
         ds = RoutingDataset.load(data)
-        report, meta = run_benchmark(ds, names, protocol, preset, out_dir, seed, add_train, overrides,
+        report, meta = run_benchmark(ds, names, protocol, chosen, out_dir, seed_list, add_train, overrides,
                                      log=lambda m: out.print(m, highlight=False))
     except _known_errors() as exc:
         _fail(exc)

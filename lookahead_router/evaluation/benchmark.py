@@ -1,12 +1,15 @@
-"""`lookahead benchmark`: train every router under one protocol, evaluate all in one report.
+"""`lookahead benchmark`: train every router under one protocol, over seeds, and evaluate all of
+them in one report with paired comparisons.
 
-For each fold of the protocol, each router is built with the preset's options, fitted on the
-training fold (its checkpoints chosen on a validation split carved from that fold) and asked to
-score the test fold. The out-of-fold decisions of every router are then scored beside the reference
-rows (candidates, Random, Oracle) with each benchmark's native metric.
+For each seed and each fold of the protocol, each router is built with the preset's options (its
+``seed`` set to the run's seed), fitted on the training fold (checkpoints chosen on a validation
+split carved from that fold) and asked to score the test fold. Seeds change the fold assignment
+(cv) and the routers' initialisation; lobo's folds are fixed. Beside the trained routers the
+report has the reference rows (each candidate, Random, Oracle) and ``task-best``, the per-benchmark
+lookup that reads the benchmark label.
 
-Finished (router, fold) decisions are kept under ``OUT/decisions/``: re-running the same command
-after an interruption skips them.
+Finished (router, seed, fold) decisions are kept under ``OUT/decisions/<router>/seed<S>/``:
+re-running the same command after an interruption skips them.
 """
 
 from __future__ import annotations
@@ -15,96 +18,30 @@ import json
 import platform
 import resource
 import time
-from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.splits import ProtocolError, make_folds
-from lookahead_router.evaluation.decisions import Decisions
-from lookahead_router.evaluation.report import Report, evaluate
+from lookahead_router.evaluation.comparisons import Comparison, compare, comparisons_markdown
+from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
+from lookahead_router.evaluation.presets import Preset, load_preset
+from lookahead_router.evaluation.report import Report, aggregate, evaluate
 from lookahead_router.routers.base import ROUTERS, RouterError, make_router
 
 BASELINES = ("knn", "kmeans", "smoothie", "mlc-clm", "zooter-clm", "routerdc-clm",
              "mlc-mlm", "zooter-mlm", "routerdc-mlm")
 LOOKAHEAD = ("lookahead-clm-norm", "lookahead-clm", "lookahead-mlm-norm", "lookahead-mlm")
+CEILINGS = ("ceiling-first-m", "ceiling-full")
 MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-nocm",
                  "lookahead-mlm-separate")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """Router options per group: "knn", "kmeans", "smoothie", "mlm" (encoder classifiers), "clm"
-    (causal-LM classifiers), "lookahead-mlm" and "lookahead-clm" (each with its ablations).
-    ``per_source`` subsamples each source (smoke runs only)."""
-    name: str
-    description: str
-    groups: dict[str, dict]
-    per_source: int | None = None
-
-    def group(self, router: str) -> str:
-        """"knn" -> knn, "mlc-mlm" -> mlm, "lookahead-mlm-start" -> lookahead-mlm."""
-        return next((g for g in self.groups if router == g or router.startswith(g + "-")),
-                    router.rsplit("-", 1)[-1])
-
-    def options(self, router: str) -> dict:
-        return dict(self.groups.get(self.group(router), {}))
-
-
-def _preset(name, description, similarity, neighbours, mlm, clm, lookahead_mlm, lookahead_clm,
-            per_source=None) -> Preset:
-    knn = {**similarity, "k": neighbours["k"]}
-    return Preset(name, description, {"knn": knn, "kmeans": {**knn, "seed": 0},
-                                      "smoothie": {**similarity, "n0": neighbours["n0"],
-                                                   "response_max_length": neighbours["response_max_length"]},
-                                      "mlm": mlm, "clm": clm, "lookahead-mlm": lookahead_mlm,
-                                      "lookahead-clm": lookahead_clm}, per_source)
-
-
-_HEADS = dict(finetune=False, lr=1e-3, batch_size=64, epochs=10, eval_every=50, hidden=256)
-# Lookahead on a 2-core CPU: frozen backbone (prompt token states cached) under a 1-layer, 128-wide
-# transformer that runs the MID blocks; 16 response tokens per candidate; one epoch (about 100 s
-# per fold: the 4 main rows and 4 ablations x 5 folds fit in about 70 minutes).
-_LOOKAHEAD_CPU = dict(finetune=False, width=128, layers=1, heads=4, vocab_size=2048, lr=1e-3, batch_size=64,
-                      epochs=1, eval_every=50, hidden=256)
-PRESETS = {p.name: p for p in [
-    # smoke fine-tunes the encoder and freezes the causal LM, so both training paths run
-    _preset("smoke", "tiny random-initialised backbones, 24 rows per source: checks the plumbing",
-            dict(backbone="tiny-bert", max_length=64), dict(k=10, n0=50, response_max_length=64),
-            mlm=dict(backbone="tiny-bert", max_length=64, finetune=True, lr=1e-3, batch_size=8, epochs=1,
-                     eval_every=5, hidden=32),
-            clm=dict(backbone="tiny-llama", max_length=64, finetune=False, lr=1e-3, batch_size=8, epochs=2,
-                     eval_every=5, hidden=32),
-            lookahead_mlm=dict(backbone="tiny-bert", max_length=64, finetune=True, m=8, lr=1e-3,
-                               batch_size=8, epochs=1, eval_every=5, hidden=32),
-            lookahead_clm=dict(backbone="tiny-llama", max_length=64, finetune=False, response_length=8,
-                               width=32, heads=2, vocab_size=256, lr=1e-3, batch_size=8, epochs=1,
-                               eval_every=5, hidden=32),
-            per_source=24),
-    _preset("cpu", "packaged backbones (MiniLM, SmolLM2) frozen with cached bf16 features; classifier "
-                   "heads trained (lr 1e-3, 10 epochs, batch 64, best of every 50 steps on validation)",
-            dict(backbone="minilm", max_length=256), dict(k=100, n0=1000, response_max_length=128),
-            mlm=dict(backbone="minilm", max_length=256, **_HEADS),
-            clm=dict(backbone="smollm2", max_length=128, **_HEADS),
-            lookahead_mlm=dict(backbone="minilm", max_length=128, m=16, **_LOOKAHEAD_CPU),
-            lookahead_clm=dict(backbone="smollm2", max_length=128, response_length=16, **_LOOKAHEAD_CPU)),
-    _preset("gpu", "the paper's settings (Appendix C.5): full fine-tuning, max length 2048, batch 64, "
-                   "lr 5e-5, cosine schedule, 2 (causal) / 4 (encoder) epochs, checkpoint every 100 steps",
-            dict(backbone="minilm", max_length=512), dict(k=100, n0=1000, response_max_length=512),
-            mlm=dict(backbone="minilm", max_length=2048, finetune=True, lr=5e-5, batch_size=64, epochs=4,
-                     eval_every=100),
-            clm=dict(backbone="smollm2", max_length=2048, finetune=True, lr=5e-5, batch_size=64, epochs=2,
-                     eval_every=100),
-            # Lookahead: m = 64, lambda = 0.2 / 0.5, alpha = 0.4 are the routers' own defaults
-            lookahead_mlm=dict(backbone="minilm", max_length=2048, finetune=True, lr=5e-5, batch_size=64,
-                               epochs=4, eval_every=100),
-            lookahead_clm=dict(backbone="smollm2", max_length=1024, response_length=1024, finetune=True,
-                               lr=5e-5, batch_size=8, grad_accum=8, epochs=2, eval_every=100)),
-]}
+TASK_BEST = "task-best"
 PROTOCOLS = {"cv5": ("cv", 5), "lobo": ("lobo", 0), "split": ("split", 0)}
+SEEDED = {"kmeans"}  # besides the neural routers, whose options all take a seed
 
 
 def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingDataset:
@@ -114,85 +51,127 @@ def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingData
     return ds.subset(np.sort(np.concatenate(rows)))
 
 
-def run_benchmark(ds: RoutingDataset, routers: Sequence[str] = (*BASELINES, *LOOKAHEAD),
-                  protocol: str = "cv5", preset: str | Preset = "cpu", out_dir: str | Path = "runs/benchmark", seed: int = 0,
+@lru_cache(maxsize=None)
+def _seeded(router: str) -> bool:
+    from lookahead_router.routers.neural import NeuralRouter
+    return router in SEEDED or isinstance(make_router(router), NeuralRouter)
+
+
+def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, protocol: str = "cv5",
+                  preset: str | Preset = "cpu", out_dir: str | Path = "runs/benchmark", seeds: Sequence[int] = (0,),
                   add_train: bool = True, overrides: dict | None = None, progress: bool = True,
-                  log=print) -> tuple[Report, dict]:
-    """Train and evaluate ``routers``; write report.json, report.md and mu_n.png to ``out_dir``."""
-    preset = PRESETS[preset] if isinstance(preset, str) else preset
-    unknown = [r for r in routers if r not in _registered()]
+                  log: Callable[[str], None] = print) -> tuple[Report, dict]:
+    """Train and evaluate ``routers`` (default: the preset's); write report.json, report.md and
+    mu_n.png to ``out_dir``."""
+    preset = load_preset(preset) if isinstance(preset, str) else preset
+    routers = list(routers or preset.default_routers)
+    import lookahead_router.routers  # noqa: F401  (fills the registry)
+    unknown = [r for r in routers if r not in ROUTERS]
     if unknown:
-        raise RouterError(f"unknown router(s) {unknown}; known routers: {', '.join(sorted(_registered()))}")
+        raise RouterError(f"unknown router(s) {unknown}; known routers: {', '.join(sorted(ROUTERS))}")
     if protocol not in PROTOCOLS:
         raise ProtocolError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
     if len(ds.candidates) < 2:
         raise RouterError(f"routing needs at least two candidates; the dataset has {ds.candidates}")
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     if preset.per_source:
-        ds = subsample(ds, preset.per_source, seed)
+        ds = subsample(ds, preset.per_source, 0)
     kind, k = PROTOCOLS[protocol]
-    folds = make_folds(ds, kind, k=k, seed=seed, add_train=add_train)
-    for f in folds:
+    folds = {s: make_folds(ds, kind, k=k, seed=s, add_train=add_train) for s in seeds}
+    for f in folds[seeds[0]]:
         if not len(f.train) or not len(f.test):
             raise ProtocolError(f"fold {f.name} has {len(f.train)} training and {len(f.test)} test rows")
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    timings: dict[str, dict] = {}
-    decisions, used_options = [], {}
+    options = {r: {**preset.options(r), **(overrides or {}).get(r, {})} for r in routers}
+    timings: dict[str, dict] = {r: {"fit_s": 0.0, "score_s": 0.0, "folds": {}} for r in routers}
+    decisions: dict[str, list[Decisions]] = {r: [] for r in [*routers, TASK_BEST]}
     for router in routers:
-        used_options[router] = {**preset.options(router), **(overrides or {}).get(router, {})}
-        options = {**used_options[router], "progress": progress}
-        ids, models, scores = [], [], []
-        timings[router] = {"fit_s": 0.0, "score_s": 0.0, "folds": {}}
         _check_settings(out_dir / "decisions" / router, {
-            "options": used_options[router], "protocol": protocol,
-            "seed": seed, "add_train": add_train, "preset": preset.name, "rows": len(ds)})
-        for fold in folds:
-            path = out_dir / "decisions" / router / f"{fold.name}.jsonl"
-            timing_path = path.with_suffix(".timing.json")
-            if path.is_file():
-                part = Decisions.load(path)
-                log(f"{router} {fold.name}: reusing {path}")
-                if timing_path.is_file():
-                    fold_t = json.loads(timing_path.read_text())
-                    fold_t["reused"] = True
-                    _add_timing(timings[router], fold.name, fold_t)
-            else:
-                log(f"{router} {fold.name}: fit on {len(fold.train)} rows, score {len(fold.test)}")
-                train, test = ds.subset(fold.train), ds.subset(fold.test)
-                r = make_router(router, **options)
-                t0 = time.perf_counter()
-                r.fit(train)
-                t1 = time.perf_counter()
-                s = r.score(test.queries["prompt"].tolist())
-                t2 = time.perf_counter()
-                part = Decisions(router, test.ids, [r.candidates[i] for i in s.argmax(1)],
-                                 [dict(zip(r.candidates, map(float, row))) for row in s])
-                part.save(path)
-                fold_t = {"fit_s": t1 - t0, "score_s": t2 - t1, "test_rows": len(fold.test)}
-                if getattr(r, "train_result", None) is not None:
-                    fold_t["best_step"] = r.train_result.best_step
-                    fold_t["steps"] = r.train_result.steps
-                timing_path.write_text(json.dumps(fold_t) + "\n")
-                _add_timing(timings[router], fold.name, fold_t)
-            ids += part.ids
-            models += part.models
-            scores += part.scores
-        decisions.append(Decisions(router, ids, models, scores))
-    report = evaluate(ds, decisions=decisions, progress=progress)
+            "options": options[router], "protocol": protocol, "add_train": add_train, "preset": preset.name,
+            "rows": len(ds)})
+    for seed in seeds:
+        decisions[TASK_BEST].append(_join(TASK_BEST, [task_best_decisions(ds.subset(f.train), ds.subset(f.test))
+                                                      for f in folds[seed]]))
+        for router in routers:
+            opts = {**options[router], "progress": progress, **({"seed": seed} if _seeded(router) else {})}
+            parts = [_fold_decisions(ds, router, opts, fold, out_dir / "decisions" / router / f"seed{seed}",
+                                     timings[router], f"seed{seed}/{fold.name}", log) for fold in folds[seed]]
+            decisions[router].append(_join(router, parts))
+    reports = [evaluate(ds, decisions=[decisions[r][i] for r in [TASK_BEST, *routers]], progress=progress)
+               for i in range(len(seeds))]
+    report = aggregate(reports)
+    comparisons = compare(ds, report.benchmarks, decisions, headline_pairs(report, routers))
     meta = {"preset": preset.name, "preset_description": preset.description, "protocol": protocol,
-            "add_train": add_train, "seed": seed, "folds": [f.name for f in folds],
-            "router_options": used_options,
-            "timings": timings, "wall_s": time.perf_counter() - started,
+            "add_train": add_train, "seeds": seeds, "folds": [f.name for f in folds[seeds[0]]],
+            "router_options": options, "timings": timings, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "device": _device(), "dataset_rows": len(ds)}
-    write_outputs(report, meta, out_dir, list(routers))
+            "device": _device(), "dataset_rows": len(ds), "labels": _label_rules(options)}
+    write_outputs(report, comparisons, meta, out_dir, routers)
     return report, meta
 
 
-def _add_timing(total: dict, fold: str, fold_t: dict) -> None:
-    total["folds"][fold] = fold_t
-    total["fit_s"] += fold_t["fit_s"]
-    total["score_s"] += fold_t["score_s"]
+def _fold_decisions(ds: RoutingDataset, router: str, options: dict, fold, folder: Path, timing: dict,
+                    key: str, log) -> Decisions:
+    """One (router, seed, fold): reused from ``folder`` when finished, else trained and saved."""
+    path = folder / f"{fold.name}.jsonl"
+    timing_path = path.with_suffix(".timing.json")
+    if path.is_file():
+        log(f"{router} {key}: reusing {path}")
+        fold_t = {**json.loads(timing_path.read_text()), "reused": True} if timing_path.is_file() else None
+        part = Decisions.load(path)
+    else:
+        log(f"{router} {key}: fit on {len(fold.train)} rows, score {len(fold.test)}")
+        train, test = ds.subset(fold.train), ds.subset(fold.test)
+        r = make_router(router, **options)
+        t0 = time.perf_counter()
+        r.fit(train)
+        t1 = time.perf_counter()
+        s = r.score_rows(test)
+        t2 = time.perf_counter()
+        part = Decisions(router, test.ids, [r.candidates[i] for i in s.argmax(1)],
+                         [dict(zip(r.candidates, map(float, row))) for row in s])
+        part.save(path)
+        fold_t = {"fit_s": t1 - t0, "score_s": t2 - t1, "test_rows": len(fold.test)}
+        if getattr(r, "train_result", None) is not None:
+            fold_t.update(best_step=r.train_result.best_step, steps=r.train_result.steps)
+        timing_path.write_text(json.dumps(fold_t) + "\n")
+    if fold_t is not None:
+        timing["folds"][key] = fold_t
+        timing["fit_s"] += fold_t["fit_s"]
+        timing["score_s"] += fold_t["score_s"]
+    return part
+
+
+def _join(name: str, parts: list[Decisions]) -> Decisions:
+    return Decisions(name, [i for p in parts for i in p.ids], [m for p in parts for m in p.models],
+                     [s for p in parts for s in p.scores])
+
+
+def headline_pairs(report: Report, routers: Sequence[str]) -> list[tuple[str, str]]:
+    """Each Lookahead router against the best query-only baseline of the run, every baseline
+    (MLM), ``task-best`` and its own w/o-RM row; the first-m ceiling against the w/o-RM row."""
+    baselines = [b for b in BASELINES if b in routers]
+    best = max(baselines, key=report.avg_mu_n) if baselines else None
+    pairs = []
+    for la in ("lookahead-mlm", "lookahead-clm"):
+        if la not in routers:
+            continue
+        others = baselines if la == "lookahead-mlm" else [best] if best else []
+        pairs += [(la, b) for b in others] + [(la, TASK_BEST)]
+        if f"{la}-norm" in routers:
+            pairs.append((la, f"{la}-norm"))
+    if "ceiling-first-m" in routers and "lookahead-mlm-norm" in routers:
+        pairs.append(("ceiling-first-m", "lookahead-mlm-norm"))
+    return list(dict.fromkeys(pairs))
+
+
+def _label_rules(options: dict) -> dict:
+    from lookahead_router.routers.config import NeuralConfig
+    default = NeuralConfig.labels
+    return {r: o.get("labels", default) for r, o in options.items() if _seeded(r) and r != "kmeans"}
 
 
 def _check_settings(folder: Path, settings: dict) -> None:
@@ -208,45 +187,50 @@ def _check_settings(folder: Path, settings: dict) -> None:
         path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def _registered() -> set[str]:
-    import lookahead_router.routers  # noqa: F401
-    return set(ROUTERS)
-
-
 def _device() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def write_outputs(report: Report, meta: dict, out_dir: Path, routers: list[str]) -> None:
+def write_outputs(report: Report, comparisons: list[Comparison], meta: dict, out_dir: Path,
+                  routers: list[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps({**report.to_dict(), "run": meta}, indent=2) + "\n")
-    lines = [f"# Benchmark: preset `{meta['preset']}`, protocol `{meta['protocol']}`", "",
-             report.to_markdown(), "",
+    payload = {**report.to_dict(), "comparisons": [c.to_dict() for c in comparisons], "run": meta}
+    (out_dir / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
+    rules = sorted(set(meta["labels"].values()))
+    lines = [f"# Benchmark: preset `{meta['preset']}`, protocol `{meta['protocol']}`, seeds "
+             f"{', '.join(map(str, meta['seeds']))}", "", report.to_markdown(), "",
+             f"- `{TASK_BEST}`: per benchmark, the candidate with the best mean normalised score on the "
+             "training fold; it uses the benchmark label, which no router sees",
+             "- `ceiling-*`: response-aware references that read each candidate's actual response at "
+             "test time (not deployable)",
+             f"- labels: {', '.join(rules) or '–'} (data/labels.py)",
              f"- preset: {meta['preset_description']}",
              f"- device: {meta['device']}; wall time {meta['wall_s'] / 60:.1f} min; "
-             f"peak memory {meta['peak_rss_mib']:.0f} MiB", ""]
+             f"peak memory {meta['peak_rss_mib']:.0f} MiB", "", "## Paired comparisons", "",
+             comparisons_markdown(comparisons, report.benchmarks, len(meta["seeds"])), ""]
     (out_dir / "report.md").write_text("\n".join(lines))
-    plot_mu_n(report, routers, out_dir / "mu_n.png")
+    plot_mu_n(report, [TASK_BEST, *routers], out_dir / "mu_n.png")
 
 
 def plot_mu_n(report: Report, rows: list[str], path: Path) -> None:
-    """Grouped bars: μn per benchmark (and the average) for every trained router."""
+    """Grouped bars: μn per benchmark (and the average) per row, with the seeds' standard deviation."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     cols = report.benchmarks + ["Avg"]
     width = 0.8 / max(1, len(rows))
-    fig, ax = plt.subplots(figsize=(min(16, 4 + 1.2 * len(cols)), 5))
+    fig, ax = plt.subplots(figsize=(min(18, 4 + 1.5 * len(cols)), 5.5))
     for i, row in enumerate(rows):
         vals = [report.rows[row][b]["mu_n"] for b in report.benchmarks] + [report.avg_mu_n(row)]
-        ax.bar(np.arange(len(cols)) + i * width, vals, width, label=row)
+        errs = [report.rows[row][b].get("mu_n_std", 0.0) for b in report.benchmarks] + [report.avg_std.get(row, 0.0)]
+        ax.bar(np.arange(len(cols)) + i * width, vals, width, yerr=errs if report.seeds > 1 else None,
+               label=row, error_kw={"linewidth": 0.6})
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(np.arange(len(cols)) + width * (len(rows) - 1) / 2, cols, rotation=20)
     ax.set_ylabel("μn (% of Random→Oracle gap)")
-    ax.legend(fontsize=7, ncol=3)
+    ax.legend(fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-

@@ -22,25 +22,29 @@ RANDOM, ORACLE, CANDIDATES = "random", "oracle", "candidates"
 
 @dataclass
 class Report:
+    """Rows x benchmarks. Over several seeds (``aggregate``) every cell is the mean over seeds, with
+    its sample standard deviation in ``mu_o_std`` / ``mu_n_std`` and the average's in
+    ``avg_std``; rows that do not change with the seed (the reference rows) have none."""
     benchmarks: list[str]
     queries: dict[str, int]
-    rows: dict[str, dict[str, dict[str, float]]]  # row -> benchmark -> {"mu_o", "mu_n"}
+    rows: dict[str, dict[str, dict[str, float]]]  # row -> benchmark -> {"mu_o", "mu_n"[, stds]}
     alpaca_method: str | None = None
     notes: list[str] = field(default_factory=list)
+    avg_std: dict[str, float] = field(default_factory=dict)
+    seeds: int = 1
 
     def avg_mu_n(self, row: str) -> float:
         vals = [self.rows[row][b]["mu_n"] for b in self.benchmarks]
         return float(np.mean(vals)) if vals else float("nan")
 
     def to_dict(self) -> dict:
-        return {
-            "benchmarks": self.benchmarks,
-            "queries": self.queries,
-            "alpaca_lc_method": self.alpaca_method,
-            "notes": self.notes,
-            "rows": {name: {**{b: dict(v) for b, v in cells.items()}, "avg_mu_n": self.avg_mu_n(name)}
-                     for name, cells in self.rows.items()},
-        }
+        rows = {}
+        for name, cells in self.rows.items():
+            rows[name] = {**{b: dict(v) for b, v in cells.items()}, "avg_mu_n": self.avg_mu_n(name)}
+            if name in self.avg_std:
+                rows[name]["avg_mu_n_std"] = self.avg_std[name]
+        return {"benchmarks": self.benchmarks, "queries": self.queries, "alpaca_lc_method": self.alpaca_method,
+                "notes": self.notes, "seeds": self.seeds, "rows": rows}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=True)
@@ -49,8 +53,8 @@ class Report:
         out = []
         for b in self.benchmarks:
             cell = self.rows[row][b]
-            out += [_fmt(cell["mu_o"], benchmark_info(b).decimals), _fmt(cell["mu_n"], 1)]
-        return out + [_fmt(self.avg_mu_n(row), 1)]
+            out += [_fmt(cell["mu_o"], benchmark_info(b).decimals), _fmt(cell["mu_n"], 1, cell.get("mu_n_std"))]
+        return out + [_fmt(self.avg_mu_n(row), 1, self.avg_std.get(row))]
 
     def header(self) -> list[str]:
         cols = ["Method"]
@@ -81,11 +85,40 @@ class Report:
                  "queries: " + ", ".join(f"{b} {self.queries[b]}" for b in self.benchmarks)]
         if self.alpaca_method:
             notes.append(f"AlpacaEval LC method: {self.alpaca_method}")
+        if self.seeds > 1:
+            notes.append(f"mean ± sample standard deviation over {self.seeds} seeds (μo: the mean)")
         return notes + self.notes
 
 
-def _fmt(x: float, decimals: int) -> str:
-    return "–" if x is None or math.isnan(x) else f"{x:.{decimals}f}"
+def _fmt(x: float, decimals: int, std: float | None = None) -> str:
+    if x is None or math.isnan(x):
+        return "–"
+    return f"{x:.{decimals}f}" + ("" if std is None else f" ± {std:.{decimals}f}")
+
+
+def aggregate(reports: Sequence[Report]) -> Report:
+    """One report over seeds: each cell the mean of the seeds' cells, with sample standard
+    deviations for the rows that differ between seeds."""
+    if len(reports) == 1:
+        return reports[0]
+    first = reports[0]
+    rows: dict[str, dict] = {}
+    avg_std: dict[str, float] = {}
+    for name in first.rows:
+        cells = {}
+        for b in first.benchmarks:
+            mu_o = np.array([r.rows[name][b]["mu_o"] for r in reports])
+            mu_n = np.array([r.rows[name][b]["mu_n"] for r in reports])
+            cells[b] = {"mu_o": float(mu_o.mean()), "mu_n": float(mu_n.mean())}
+            if np.ptp(mu_n) > 0 or np.ptp(mu_o) > 0:
+                cells[b].update(mu_o_std=float(mu_o.std(ddof=1)), mu_n_std=float(mu_n.std(ddof=1)))
+        rows[name] = cells
+        averages = np.array([r.avg_mu_n(name) for r in reports])
+        if np.ptp(averages) > 0:
+            avg_std[name] = float(averages.std(ddof=1))
+    notes = list(dict.fromkeys(n for r in reports for n in r.notes))
+    return Report(list(first.benchmarks), dict(first.queries), rows, first.alpaca_method, notes, avg_std,
+                  len(reports))
 
 
 def default_benchmarks(ds: RoutingDataset) -> list[str]:

@@ -113,6 +113,11 @@ class LengthControlledWinRate:
 
         A missing preference (no response) counts as a clear loss to the reference.
         """
+        return float(self.per_query(choice, rows).mean() * 100)
+
+    def per_query(self, choice: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """The GLM's length-controlled win probability of each chosen response (their mean is
+        the LC win rate): what a bootstrap over instructions resamples, the GLM fitted once."""
         rows = np.arange(len(self.index)) if rows is None else np.asarray(rows)
         choice = np.asarray(choice, dtype=int)
         pref = self.preferences[rows, choice]
@@ -131,7 +136,7 @@ class LengthControlledWinRate:
         df["not_gamed_baseline"] = True
         return df
 
-    def _official(self, df: pd.DataFrame) -> float:
+    def _official(self, df: pd.DataFrame) -> np.ndarray:
         """alpaca_eval's `length_controlled_v1`, step for step."""
         glm = _glm()
         df_test = df[["instruction_difficulty", "not_gamed_baseline"]].copy()
@@ -144,7 +149,7 @@ class LengthControlledWinRate:
         keep = xy_train["preference"].notna()
         return _fit_and_predict(xy_train[keep], x_test, sample_weight[keep.to_numpy()].to_numpy())
 
-    def _pooled(self, routed: pd.DataFrame, rows: np.ndarray) -> float:
+    def _pooled(self, routed: pd.DataFrame, rows: np.ndarray) -> np.ndarray:
         """Offline stand-in for the gamed-baseline regularisation: every candidate's annotations
         of the same instructions join the fit with their own intercepts, so they only pull the
         shared length and difficulty slopes; together they weigh `_GAMED_LAMBDA` as the gamed
@@ -170,10 +175,10 @@ class LengthControlledWinRate:
         return _fit_and_predict(train, x_test, np.concatenate(weights))
 
 
-def _fit_and_predict(xy_train: pd.DataFrame, x_test: pd.DataFrame, sample_weight) -> float:
-    """alpaca_eval's logistic GLM (L1, 5-fold CV, soft labels); mean predicted win rate in %."""
+def _fit_and_predict(xy_train: pd.DataFrame, x_test: pd.DataFrame, sample_weight) -> np.ndarray:
+    """alpaca_eval's logistic GLM (L1, 5-fold CV, soft labels); the predicted win probabilities."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = _glm().fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True,
                                                 sample_weight=sample_weight, n_splits=5)
-    return float(model.predict_proba(x_test[xy_train.drop(columns=["preference"]).columns])[:, 1].mean() * 100)
+    return model.predict_proba(x_test[xy_train.drop(columns=["preference"]).columns])[:, 1]

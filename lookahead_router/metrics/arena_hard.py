@@ -36,16 +36,24 @@ def game_value(verdict: str | None, game_index: int) -> float:
     return (2 * share - 1) * weight
 
 
+def battle_totals(games: Sequence[str | None] | None, unparsable: str = "loss") -> tuple[float, float]:
+    """(weighted wins, total battle weight) of one query's games."""
+    wins = total = 0.0
+    for g, verdict in enumerate(games or []):
+        battle = _battle(verdict, g, unparsable)
+        if battle is not None:
+            wins, total = wins + battle[0] * battle[1], total + battle[1]
+    return wins, total
+
+
 def bt_win_rate(games_per_query: Iterable[Sequence[str | None]], unparsable: str = "loss") -> float:
     """Win rate (in %) against the baseline of a model whose games are given per query."""
     if unparsable not in ("loss", "drop"):
         raise ValueError(f"unparsable must be 'loss' or 'drop', not {unparsable!r}")
     wins = total = 0.0
     for games in games_per_query:
-        for g, verdict in enumerate(games or []):
-            battle = _battle(verdict, g, unparsable)
-            if battle is not None:
-                wins, total = wins + battle[0] * battle[1], total + battle[1]
+        w, t = battle_totals(games, unparsable)
+        wins, total = wins + w, total + t
     if total == 0:
         return float("nan")
     return 100.0 * wins / total

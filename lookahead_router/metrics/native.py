@@ -15,7 +15,7 @@ import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.metrics.alpaca_lc import LengthControlledWinRate
-from lookahead_router.metrics.arena_hard import bt_win_rate
+from lookahead_router.metrics.arena_hard import battle_totals, bt_win_rate
 
 
 class Metric:
@@ -29,15 +29,21 @@ class Metric:
         return self.ds.scores
 
     def __call__(self, choice: np.ndarray) -> float:
+        numerator, denominator = self.parts(choice)
+        return float(numerator.sum() / denominator.sum())
+
+    def parts(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-query (numerator, denominator) with mu_o = sum(numerator) / sum(denominator): a
+        bootstrap over queries recomputes mu_o from resampled rows of these."""
         raise NotImplementedError
 
 
 class MeanScore(Metric):
     """Accuracy / pass@1 (scores 0/1) or mean unit-test pass rate, in %. A missing response fails."""
 
-    def __call__(self, choice: np.ndarray) -> float:
+    def parts(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         picked = self.ds.scores[np.arange(len(self.ds)), choice]
-        return float(np.nan_to_num(picked).mean() * 100)
+        return np.nan_to_num(picked) * 100, np.ones(len(picked))
 
 
 class MTBench(Metric):
@@ -57,19 +63,24 @@ class MTBench(Metric):
         with np.errstate(all="ignore"):
             return np.nanmean(self._turns, axis=2)
 
-    def __call__(self, choice: np.ndarray) -> float:
+    def parts(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         picked = self._turns[np.arange(len(self.ds)), choice]
-        return float(np.nanmean(picked))
+        return np.nansum(picked, axis=1), (~np.isnan(picked)).sum(axis=1).astype(float)
 
 
 class ArenaHard(Metric):
     """Bradley-Terry win rate (%) against gpt-4-0314 from the picked responses' judged games."""
 
     def __call__(self, choice: np.ndarray) -> float:
-        games = []
-        for i, j in enumerate(choice):
-            games.append(self.ds.payload(i).get("games", {}).get(self.ds.candidates[j]))
-        return bt_win_rate(games)
+        return bt_win_rate(self._games(choice))
+
+    def _games(self, choice: np.ndarray) -> list:
+        return [self.ds.payload(i).get("games", {}).get(self.ds.candidates[j]) for i, j in enumerate(choice)]
+
+    def parts(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # the closed-form Bradley-Terry win rate is a ratio of sums over queries (see arena_hard)
+        wins, weights = np.array([battle_totals(games) for games in self._games(choice)]).reshape(-1, 2).T
+        return 100 * wins, weights
 
 
 class AlpacaEval(Metric):
@@ -91,6 +102,10 @@ class AlpacaEval(Metric):
 
     def __call__(self, choice: np.ndarray) -> float:
         return self.lc(choice)
+
+    def parts(self, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probabilities = self.lc.per_query(choice)
+        return 100 * probabilities, np.ones(len(probabilities))
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def load_backbone(spec: str | None, kind: str) -> Backbone:
             raise RouterError(f"cannot load backbone {spec!r} as a {kind} model: {exc}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return Backbone(spec, kind, tokenizer, model, _position_limit(model.config, tokenizer))
+    return Backbone(spec, kind, tokenizer, model.eval(), _position_limit(model.config, tokenizer))
 
 
 def load_tokenizer(spec: str | None, kind: str):
@@ -124,19 +124,30 @@ def load_tokenizer(spec: str | None, kind: str):
 
 
 @lru_cache(maxsize=8)
-def max_positions(spec: str | None, kind: str) -> int:
-    """``load_backbone(spec, kind).max_positions`` from the config alone (no weights loaded)."""
+def backbone_config(spec: str, kind: str):
+    """The backbone's transformers config (no weights loaded)."""
     from transformers import AutoConfig
-    spec = spec or DEFAULT_BACKBONE[kind]
     if spec in ("tiny-bert", "tiny-llama"):
-        return load_backbone(spec, kind).max_positions
+        return load_backbone(spec, kind).model.config
     path, extra = _location(spec)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _position_limit(AutoConfig.from_pretrained(path, **extra), _tokenizer(spec))
+            return AutoConfig.from_pretrained(path, **extra)
     except (OSError, ValueError) as exc:
         raise RouterError(f"cannot read the config of backbone {spec!r}: {exc}") from exc
+
+
+def max_positions(spec: str | None, kind: str) -> int:
+    """``load_backbone(spec, kind).max_positions`` from the config alone (no weights loaded)."""
+    spec = spec or DEFAULT_BACKBONE[kind]
+    return _position_limit(backbone_config(spec, kind), load_tokenizer(spec, kind))
+
+
+def num_layers(spec: str | None, kind: str) -> int:
+    """The backbone's number of transformer layers, from its config alone."""
+    spec = spec or DEFAULT_BACKBONE[kind]
+    return int(backbone_config(spec, kind).num_hidden_layers)
 
 
 def effective_max_length(backbone: Backbone, requested: int) -> int:

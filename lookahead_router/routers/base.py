@@ -68,6 +68,11 @@ class Router:
         assert scores.shape == (len(prompts), len(self.candidates)), scores.shape
         return scores
 
+    def score_rows(self, ds: RoutingDataset) -> np.ndarray:
+        """[n, T] scores of a dataset's rows: the prompts' scores for every deployable router;
+        the response-aware reference rows (``routers/ceiling.py``) also read the responses."""
+        return self.score(ds.queries["prompt"].tolist())
+
     def route(self, prompts: Sequence[str], cost_weight: float = 0.0,
               costs: Mapping[str, float] | np.ndarray | None = None) -> list[RouteDecision]:
         """Per prompt, the candidate with the best utility P(good) − cost_weight · relative cost,

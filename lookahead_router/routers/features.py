@@ -1,11 +1,13 @@
 """Frozen-backbone text features with an on-disk cache, shared by every router that embeds.
 
 The cache lives under ``$LOOKAHEAD_CACHE`` (default ``~/.cache/lookahead-router/features``), one
-folder per (backbone, pooling, max length). Each folder holds ``.npz`` shards of (text hash,
-vector) -- or, with ``tokens=True``, (text hash, one fp16 hidden state per token), which the
-frozen Lookahead routers read. New entries are flushed every few batches, so an interrupted run
-keeps what it embedded and repeated runs (other folds, other routers, a second benchmark) do not
-re-embed.
+folder per (backbone, pooling, max length, dtype). Each folder holds ``.npz`` shards of (text hash,
+vector) -- or, with ``layer=k``, (text hash, one fp16 hidden state per token after the backbone's
+first k layers), which the neural routers of the ``cpu`` preset feed to their trainable top layers
+(``routers/trunk.py``). New entries are flushed every few batches, so an interrupted run keeps
+what it embedded and repeated runs (other folds, other routers, a second benchmark) do not
+re-embed. ``shared_extractor`` hands every router of a process the same extractor, so a
+benchmark's folds and routers also share the states it has loaded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from tqdm.auto import tqdm
 
 from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, Backbone, effective_max_length, load_backbone,
                                                 pooled_hidden)
+from lookahead_router.routers.trunk import lower_states
 
 CACHE_ENV = "LOOKAHEAD_CACHE"
 FLUSH_EVERY = 20  # batches
@@ -58,18 +61,20 @@ def _text_key(text: str) -> bytes:
 
 class FeatureExtractor:
     """``extractor(texts) -> [n, d]`` float32 pooled hidden states of a frozen backbone
-    (L2-normalised when ``normalize``), computed once per text and cached on disk."""
+    (L2-normalised when ``normalize``), or with ``layer=k`` a list of [tokens, d] fp16 states after
+    its first k layers; computed once per text and cached on disk."""
 
     def __init__(self, backbone: str | None, kind: str, max_length: int = 256, batch_size: int = 32,
-                 normalize: bool = False, cache: bool = True, progress: bool = True, tokens: bool = False):
+                 normalize: bool = False, cache: bool = True, progress: bool = True, layer: int | None = None):
         backbone = backbone or DEFAULT_BACKBONE[kind]
         self.spec, self.kind = backbone, kind
         self.max_length, self.batch_size = max_length, batch_size
-        self.normalize, self.progress, self.tokens = normalize, progress, tokens
+        self.normalize, self.progress, self.layer = normalize, progress, layer
+        self.tokens = layer is not None
         self._backbone: Backbone | None = None
         self.dtype = torch.bfloat16 if bf16_supported() else torch.float32
-        pooling = "tokens" if tokens else kind
-        name = f"{backbone}|{kind}|{max_length}|{self.dtype}" + ("|tokens" if tokens else "")
+        pooling = f"layer{layer}" if self.tokens else kind
+        name = f"{backbone}|{kind}|{max_length}|{self.dtype}" + (f"|layer{layer}" if self.tokens else "")
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone)[-60:]
         self.cache_dir = (cache_root() / f"{safe}-{pooling}-{max_length}-{str(self.dtype)[6:]}-"
                           f"{hashlib.sha1(name.encode()).hexdigest()[:8]}") if cache else None
@@ -142,7 +147,8 @@ class FeatureExtractor:
             enc = bb.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                max_length=length, return_tensors="pt")
             if self.tokens:
-                hidden = bb.model.base_model(**enc).last_hidden_state.to(torch.float16).numpy()
+                hidden = lower_states(bb, enc["input_ids"], enc["attention_mask"], self.layer)
+                hidden = hidden.to(torch.float16).numpy()
                 vec = [h[m.bool().numpy()] for h, m in zip(hidden, enc["attention_mask"])]
             else:
                 vec = pooled_hidden(bb, enc["input_ids"], enc["attention_mask"]).float().numpy()
@@ -157,3 +163,16 @@ class FeatureExtractor:
                 pending_k, pending_v = [], []
         self._flush(pending_k, pending_v)
         bar.close()
+
+
+_SHARED: dict[tuple, FeatureExtractor] = {}
+
+
+def shared_extractor(backbone: str | None, kind: str, max_length: int, layer: int | None = None,
+                     progress: bool = True) -> FeatureExtractor:
+    """One extractor per (backbone, kind, length, layer, cache folder) in a process: a benchmark's
+    folds and routers share the states it has loaded (about 1 GB of prompt states for the release)."""
+    key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()))
+    if key not in _SHARED:
+        _SHARED[key] = FeatureExtractor(key[0], kind, max_length, layer=layer, progress=progress)
+    return _SHARED[key]

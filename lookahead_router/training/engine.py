@@ -19,7 +19,7 @@ import json
 import math
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -182,13 +182,3 @@ def _checkpoint(model, val_loader, accelerator: Accelerator, state: dict, out_di
     if accelerator.is_main_process:
         (out_dir / "last" / STATE_FILE).write_text(json.dumps(state, indent=1))
     accelerator.wait_for_everyone()
-
-
-def config_from(options: dict) -> TrainConfig:
-    """The TrainConfig fields found in a router's options (the rest keep their defaults)."""
-    names = set(TrainConfig.__dataclass_fields__)
-    return TrainConfig(**{k: v for k, v in options.items() if k in names})
-
-
-def config_dict(config: TrainConfig) -> dict:
-    return asdict(config)

@@ -1,0 +1,75 @@
+"""Benchmark presets as data: one JSON file per preset in ``evaluation/presets/``.
+
+A preset names router groups, each with its routers and their shared options, per-router options
+on top, and the routers `lookahead benchmark` runs by default. A backbone written ``"A|B"`` means
+A where it can be loaded (a hub or a local copy), else B (the offline default): the run records
+which one it used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from lookahead_router.routers.base import RouterError
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    groups: dict[str, dict]            # group -> {"routers": [...], "options": {...}}
+    router_options: dict[str, dict]
+    default_routers: tuple[str, ...]
+    per_source: int | None = None      # subsample each source (smoke runs only)
+
+    def group(self, router: str) -> str | None:
+        return next((g for g, spec in self.groups.items() if router in spec["routers"]), None)
+
+    def options(self, router: str) -> dict:
+        """The router's options: its group's, then its own; backbones resolved."""
+        group = self.group(router)
+        options = {**(self.groups[group]["options"] if group else {}), **self.router_options.get(router, {})}
+        if "backbone" in options:
+            options["backbone"] = resolve_backbone(options["backbone"], _kind(router))
+        return options
+
+
+def _kind(router: str) -> str:
+    from lookahead_router.routers.backbones import CAUSAL, ENCODER
+    return CAUSAL if router.endswith("-clm") or router.startswith("lookahead-clm") else ENCODER
+
+
+@lru_cache(maxsize=32)
+def resolve_backbone(spec: str, kind: str) -> str:
+    """The first alternative of ``"A|B|..."`` whose config loads (hub or local), else the last."""
+    from lookahead_router.routers.backbones import backbone_config
+    choices = spec.split("|")
+    for choice in choices[:-1]:
+        try:
+            backbone_config(choice, kind)
+            return choice
+        except RouterError:
+            continue
+    return choices[-1]
+
+
+def load_preset(name: str) -> Preset:
+    path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(known)}")
+    try:
+        data = json.loads(path.read_text())
+        return Preset(name, data["description"], data["groups"], data.get("router_options", {}),
+                      tuple(data["default_routers"]), data.get("per_source"))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a valid preset ({exc})") from exc
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))

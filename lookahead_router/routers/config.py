@@ -1,0 +1,115 @@
+"""Typed options of the neural routers: one dataclass per concept, defaults in one place.
+
+``NeuralConfig`` holds what every neural router shares (backbone, trainable part, labels, the
+training engine's settings); ``ClassifierConfig`` adds the baselines' loss options and
+``LookaheadConfig`` the Lookahead routers' (Appendix C.4/C.5 defaults). A router is built from
+keyword options: ``config_from_options`` checks their names and types and names the bad one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from lookahead_router.data.labels import DEFAULT_THRESHOLD, LABEL_RULES
+
+
+class ConfigError(ValueError):
+    """A router option is unknown or has a value it cannot take."""
+
+
+@dataclass
+class NeuralConfig:
+    backbone: str | None = None   # hub id, local folder, or minilm / smollm2 / tiny-bert / tiny-llama
+    finetune: bool = False        # True: the whole backbone trains (the paper; the gpu preset)
+    layers: int = 1               # finetune=False: top layers trained over cached lower-layer states
+    max_length: int = 128         # prompt tokens (longer prompts are cut, keeping the start)
+    hidden: int = 256             # width of the scoring MLP
+    dropout: float = 0.1
+    labels: str = "relative"      # label rule (data/labels.py): relative | absolute
+    threshold: float = DEFAULT_THRESHOLD
+    val_fraction: float = 0.1     # validation carved from the training rows when none is given
+    # the training engine (training/engine.py)
+    lr: float = 5e-5
+    batch_size: int = 64
+    epochs: float = 2.0
+    grad_accum: int = 1
+    eval_every: int = 100
+    seed: int = 0
+    output_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        if self.labels not in LABEL_RULES:
+            raise ConfigError(f"labels must be one of {LABEL_RULES}, got {self.labels!r}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"threshold must lie in [0, 1], got {self.threshold}")
+        for name in ("layers", "max_length", "hidden", "batch_size", "grad_accum", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.epochs <= 0 or self.lr <= 0:
+            raise ConfigError(f"epochs and lr must be positive, got {self.epochs} and {self.lr}")
+
+
+@dataclass
+class ClassifierConfig(NeuralConfig):
+    kl_temperature: float = 1.0   # ZOOTER: softmax temperature of the normalised scores
+    # RouterDC's published settings: top-3 / last-3 (capped at floor(T/2)), temperature 1,
+    # sample-sample weight 1 over 5 k-means clusters
+    top_k: int = 3
+    last_k: int = 3
+    dc_temperature: float = 1.0
+    cluster_weight: float = 1.0
+    clusters: int = 5
+
+
+MASKINGS = ("end", "start", "random", "none")
+
+
+@dataclass
+class LookaheadConfig(NeuralConfig):
+    rm_weight: float = 0.2        # λ (the CLM's default is 0.5)
+    m: int = 64                   # MLM: MID tokens per candidate (the response horizon)
+    response_length: int = 256    # CLM: response tokens reconstructed per candidate
+    alpha: float = 0.4            # MLM: share of training over which the curriculum hides all
+    masking: str = "end"          # MLM curriculum: end | start | random | none
+    joint: bool = True            # MLM: one sequence for every candidate (False: one each)
+    rec_tokens: int = 0           # reconstruction targets scored per query and step (0: all)
+
+    def check(self) -> None:
+        super().check()
+        if self.masking not in MASKINGS:
+            raise ConfigError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
+        if self.rm_weight < 0 or self.m < 1 or self.response_length < 1 or self.rec_tokens < 0:
+            raise ConfigError("rm_weight and rec_tokens must be >= 0, m and response_length positive")
+
+
+def config_from_options(cls: type, options: dict[str, Any], defaults: dict[str, Any] | None = None,
+                        allowed: set[str] | None = None, who: str = "router"):
+    """``cls(**defaults, **options)``, checked: unknown names (or names outside ``allowed``) and
+    values of the wrong type are errors naming the option."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields) if allowed is None else allowed
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ConfigError(f"{who}: unknown option(s) {unknown}; known: {sorted(names)}")
+    values = {**(defaults or {}), **options}
+    for name, value in values.items():
+        default = fields[name].default
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{who}: option {name} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if not (number and float(value).is_integer()):
+                raise ConfigError(f"{who}: option {name} must be a whole number, got {value!r}")
+            values[name] = int(value)
+        elif isinstance(default, float):
+            if not number:
+                raise ConfigError(f"{who}: option {name} must be a number, got {value!r}")
+            values[name] = float(value)
+    config = cls(**values)
+    config.check()
+    return config

@@ -9,7 +9,7 @@ LOOKAHEAD_DATA ?= ../shared/lookahead-data
 export LOOKAHEAD_DATA
 DATASET ?= runs/paper.parquet
 
-.PHONY: demo test benchmark collect-demo verify-release install clean
+.PHONY: demo test benchmark quality collect-demo verify-release install clean
 
 install: $(VENV)/.installed
 
@@ -22,20 +22,31 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
 	$(BIN)/lookahead data import-paper --src "$(LOOKAHEAD_DATA)" --out $@
 
-# The demo's router: kNN on the packaged MiniLM, trained on every benchmark but MATH, so that the
-# MATH prompts the demo routes through the proxy are new to it (examples/replay.yaml serves it).
+# The demo's router: Lookahead-MLM with the cpu preset's options (MiniLM, its top layer trained),
+# trained on the 3,125 queries of every benchmark but MATH (no SelfOSS, to stay within a few
+# minutes), so that the MATH prompts the demo routes through the proxy are new to it
+# (examples/replay.yaml serves it).
 runs/demo-router/router.json: $(DATASET)
-	$(BIN)/lookahead train --router knn --data $(DATASET) \
+	$(BIN)/lookahead train --router lookahead-mlm --preset cpu --data $(DATASET) \
 	    --sources GSM8K,HumanEval,MBPP,MT-Bench,ArenaHard,AlpacaEval --out runs/demo-router
 
 demo: $(DATASET) runs/demo-router/router.json
 	$(BIN)/lookahead eval --data $(DATASET) --compare-paper --out runs/reference-report.json
 	$(BIN)/python examples/proxy_demo.py --config examples/replay.yaml --data $(DATASET)
 
-# The six baselines and the Lookahead routers (with their w/o-RM ablations) under 5-fold CV on the
-# packaged backbones (the `cpu` preset; see the README).
+# The six baselines, the Lookahead routers (with their w/o-RM rows), task-best and the
+# response-aware ceilings under 5-fold CV on the packaged backbones (the `cpu` preset), one seed.
 benchmark: $(DATASET)
 	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol cv5 --out runs/bench-cpu
+
+# The quality runs of the README (hours on 2 cores; each resumes by fold): cv5 over three seeds,
+# then leave-one-benchmark-out (fixed folds, one seed, without the ceilings).
+LOBO_ROUTERS := knn,kmeans,smoothie,mlc-clm,zooter-clm,routerdc-clm,mlc-mlm,zooter-mlm,routerdc-mlm,lookahead-clm-norm,lookahead-clm,lookahead-mlm-norm,lookahead-mlm
+quality: $(DATASET)
+	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol cv5 --seeds 0,1,2 \
+	    --out runs/quality_cpu_cv5 --export bench/results/quality_cpu_cv5
+	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol lobo --routers $(LOBO_ROUTERS) \
+	    --out runs/quality_cpu_lobo --export bench/results/quality_cpu_lobo
 
 # Collect routing data end to end without an LLM server: 100 GSM8K, MBPP and HumanEval prompts,
 # the paper's five candidates replaying their recorded responses (examples/collect.yaml), scored

@@ -44,7 +44,9 @@ def main() -> None:
         except RuntimeError as exc:
             sys.exit(f"the proxy did not start: {exc}")
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="not-needed")
-        print(f"\n{args.n} {args.source} prompts through the proxy (model=\"lookahead\"):")
+        health = httpx.get(f"{base}/health").json()
+        print(f"\nthe proxy routes with the {health['router']} router of {args.config}")
+        print(f"{args.n} {args.source} prompts through the proxy (model=\"lookahead\"):")
         for row in rows:
             prompt = ds.queries["prompt"].iloc[row]
             answer = client.chat.completions.create(

@@ -175,10 +175,32 @@ def test_gpu_preset_falls_back_to_the_packaged_backbones_offline(monkeypatch):
             raise backbones.RouterError(f"cannot read the config of backbone {spec!r}: offline")
         return None
     monkeypatch.setattr(backbones, "backbone_config", offline)
+    monkeypatch.setattr(presets, "_hub_reachable", lambda: True)   # reachable, but the ids fail
     gpu = load_preset("gpu")
     assert gpu.options("lookahead-mlm")["backbone"] == "minilm"
     assert gpu.options("lookahead-clm")["backbone"] == "smollm2"
     monkeypatch.setattr(backbones, "backbone_config", lambda spec, kind: None)
     presets.resolve_backbone.cache_clear()
     assert load_preset("gpu").options("mlc-mlm")["backbone"] == "answerdotai/ModernBERT-base"
+    # no network and nothing in the local cache: the offline default, without asking the hub
+    monkeypatch.setattr(presets, "_hub_reachable", lambda: False)
     presets.resolve_backbone.cache_clear()
+    assert load_preset("gpu").options("mlc-mlm")["backbone"] == "minilm"
+    presets.resolve_backbone.cache_clear()
+
+
+def test_train_keeps_the_datasets_label_threshold_in_router_json(fake_dataset, tmp_path):
+    """`collect build --threshold` records the label threshold in the dataset; `train` makes it the
+    router's option, so a saved and reloaded router still knows it (and `--set threshold` wins)."""
+    fake_dataset.metadata["label_threshold"] = 0.5
+    data = fake_dataset.save(tmp_path / "thr.parquet")
+    args = ["train", "--router", "mlc-mlm", "--data", str(data), "--backbone", "tiny-bert", "--epochs", "1",
+            "--batch-size", "8", "--eval-every", "2", "--max-length", "16"]
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "r" / "router.json").read_text())
+    assert saved["options"]["threshold"] == 0.5 and saved["extra"]["config"]["threshold"] == 0.5
+    assert Router.load(tmp_path / "r").config.threshold == 0.5
+    result = runner.invoke(app, args + ["--out", str(tmp_path / "s"), "--set", "threshold=0.9"])
+    assert result.exit_code == 0, result.output
+    assert Router.load(tmp_path / "s").config.threshold == 0.9

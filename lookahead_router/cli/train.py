@@ -43,8 +43,11 @@ def train_cmd(
     lr: Optional[float] = typer.Option(None),
     grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps."),
     eval_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N steps."),
-    finetune: Optional[bool] = typer.Option(None, "--finetune/--frozen", help="Train the backbone too, "
-                                            "or only a head over cached features."),
+    finetune: Optional[bool] = typer.Option(None, "--finetune/--frozen", help="Train the whole backbone, or "
+                                            "only its top --layers over cached states of the layers below."),
+    layers: Optional[int] = typer.Option(None, help="Top layers trained when --frozen (default 1)."),
+    preset: Optional[str] = typer.Option(None, help="Start from a benchmark preset's options for this "
+                                         "router (smoke, cpu, gpu); the flags above override them."),
     seed: Optional[int] = typer.Option(None),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --checkpoints."),
     checkpoints: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: temporary)."),
@@ -59,10 +62,12 @@ def train_cmd(
     from lookahead_router.training.engine import distributed_state
     state = distributed_state()
     given = dict(backbone=backbone, max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr,
-                 grad_accum=grad_accum, eval_every=eval_every, finetune=finetune, seed=seed,
+                 grad_accum=grad_accum, eval_every=eval_every, finetune=finetune, layers=layers, seed=seed,
                  resume=resume or None, output_dir=str(checkpoints) if checkpoints else None)
     try:
-        options = {k: v for k, v in given.items() if v is not None} | _options(_split(set_))
+        from lookahead_router.evaluation.presets import load_preset
+        base = load_preset(preset).options(router) if preset else {}
+        options = base | {k: v for k, v in given.items() if v is not None} | _options(_split(set_))
         ds = RoutingDataset.load(data)
         if candidates:
             ds = ds.select_candidates(_split(candidates))
@@ -119,6 +124,8 @@ def benchmark_cmd(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a router option: "
                                              "ROUTER.KEY=VALUE (ROUTER: a name, or a preset group: similarity, "
                                              "mlm, clm, lookahead-mlm, lookahead-clm, ceiling-full)."),
+    export: Optional[Path] = typer.Option(None, help="Also write the report as EXPORT.json, .md and .png "
+                                          "(e.g. bench/results/quality_cpu_cv5)."),
 ) -> None:
     """Train every router under a protocol, over seeds, and print the Table 1 report with mean ±
     std (JSON with paired comparisons, markdown and a bar chart of μn go to --out)."""
@@ -138,7 +145,7 @@ def benchmark_cmd(
                     overrides.setdefault(name, {}).update(opts)
         ds = RoutingDataset.load(data)
         report, meta = run_benchmark(ds, names, protocol, chosen, out_dir, seed_list, add_train, overrides,
-                                     log=lambda m: out.print(m, highlight=False))
+                                     log=lambda m: out.print(m, highlight=False), export=export)
     except _known_errors() as exc:
         _fail(exc)
     Console(width=max(out.width, 240)).print(report.to_rich())

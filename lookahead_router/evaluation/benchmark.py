@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import platform
 import resource
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -60,9 +61,9 @@ def _seeded(router: str) -> bool:
 def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, protocol: str = "cv5",
                   preset: str | Preset = "cpu", out_dir: str | Path = "runs/benchmark", seeds: Sequence[int] = (0,),
                   add_train: bool = True, overrides: dict | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print) -> tuple[Report, dict]:
+                  log: Callable[[str], None] = print, export: str | Path | None = None) -> tuple[Report, dict]:
     """Train and evaluate ``routers`` (default: the preset's); write report.json, report.md and
-    mu_n.png to ``out_dir``."""
+    mu_n.png to ``out_dir`` (and copies to ``export``.json / .md / .png when given)."""
     preset = load_preset(preset) if isinstance(preset, str) else preset
     routers = list(routers or preset.default_routers)
     import lookahead_router.routers  # noqa: F401  (fills the registry)
@@ -108,8 +109,14 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
             "add_train": add_train, "seeds": seeds, "folds": [f.name for f in folds[seeds[0]]],
             "router_options": options, "timings": timings, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "device": _device(), "dataset_rows": len(ds), "labels": _label_rules(options)}
+            "device": _device(), "dataset_rows": len(ds), "labels": _label_rules(options),
+            "truncation": truncation(ds, options)}
     write_outputs(report, comparisons, meta, out_dir, routers)
+    if export is not None:
+        export = Path(export)
+        export.parent.mkdir(parents=True, exist_ok=True)
+        for name, suffix in (("report.json", ".json"), ("report.md", ".md"), ("mu_n.png", ".png")):
+            shutil.copyfile(out_dir / name, export.with_name(export.name + suffix))
     return report, meta
 
 
@@ -168,6 +175,26 @@ def headline_pairs(report: Report, routers: Sequence[str]) -> list[tuple[str, st
     return list(dict.fromkeys(pairs))
 
 
+def truncation(ds: RoutingDataset, options: dict) -> list[dict]:
+    """How many prompts each (backbone, prompt length) of the run's neural routers cuts (keeping
+    their start), so that no report cuts prompts silently."""
+    from lookahead_router.routers.backbones import load_tokenizer, max_positions
+    from lookahead_router.routers.neural import NeuralRouter
+    groups: dict[tuple, list[str]] = {}
+    for name, opts in options.items():
+        r = make_router(name, **opts)
+        if isinstance(r, NeuralRouter):
+            key = (r.backbone, r.kind, min(r.config.max_length, max_positions(r.backbone, r.kind)))
+            groups.setdefault(key, []).append(name)
+    prompts = ds.queries["prompt"].tolist()
+    out = []
+    for (backbone, kind, length), names in groups.items():
+        lengths = np.array([len(ids) for ids in load_tokenizer(backbone, kind)(prompts)["input_ids"]])
+        out.append({"backbone": backbone, "max_length": length, "cut": int((lengths > length).sum()),
+                    "prompts": len(prompts), "routers": names})
+    return out
+
+
 def _label_rules(options: dict) -> dict:
     from lookahead_router.routers.config import NeuralConfig
     default = NeuralConfig.labels
@@ -206,6 +233,8 @@ def write_outputs(report: Report, comparisons: list[Comparison], meta: dict, out
              "- `ceiling-*`: response-aware references that read each candidate's actual response at "
              "test time (not deployable)",
              f"- labels: {', '.join(rules) or '–'} (data/labels.py)",
+             *[f"- prompts cut at {t['max_length']} tokens of {t['backbone']} (keeping the start): {t['cut']} of "
+               f"{t['prompts']} ({', '.join(t['routers'])})" for t in meta["truncation"]],
              f"- preset: {meta['preset_description']}",
              f"- device: {meta['device']}; wall time {meta['wall_s'] / 60:.1f} min; "
              f"peak memory {meta['peak_rss_mib']:.0f} MiB", "", "## Paired comparisons", "",

@@ -46,16 +46,33 @@ def _kind(router: str) -> str:
 
 @lru_cache(maxsize=32)
 def resolve_backbone(spec: str, kind: str) -> str:
-    """The first alternative of ``"A|B|..."`` whose config loads (hub or local), else the last."""
-    from lookahead_router.routers.backbones import backbone_config
+    """The first alternative of ``"A|B|..."`` that can be loaded (a local folder, the Hugging Face
+    cache, or the hub when it is reachable), else the last."""
     choices = spec.split("|")
-    for choice in choices[:-1]:
-        try:
-            backbone_config(choice, kind)
-            return choice
-        except RouterError:
-            continue
-    return choices[-1]
+    return next((c for c in choices[:-1] if _loadable(c, kind)), choices[-1])
+
+
+def _loadable(choice: str, kind: str) -> bool:
+    from lookahead_router.routers.backbones import backbone_config
+    if not Path(choice).exists() and not _hub_reachable():
+        # offline: only a copy in the local cache will do (asking the hub would retry for ~30 s)
+        from huggingface_hub import try_to_load_from_cache
+        return isinstance(try_to_load_from_cache(choice, "config.json"), str)
+    try:
+        backbone_config(choice, kind)
+        return True
+    except RouterError:
+        return False
+
+
+@lru_cache(maxsize=1)
+def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool:
+    import socket
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def load_preset(name: str) -> Preset:

@@ -23,18 +23,29 @@ from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.routers.backbones import ENCODER, backbone_config
 from lookahead_router.routers.base import RouterError, register
 from lookahead_router.routers.config import NeuralConfig
-from lookahead_router.routers.features import FeatureExtractor
+from lookahead_router.routers.features import shared_extractor
 from lookahead_router.routers.lookahead import LookaheadRouter
 from lookahead_router.routers.lookahead_mlm import LookaheadMLM
 from lookahead_router.routers.neural import NeuralRouter
 
 
-def _needs_responses(name: str):
-    raise RouterError(f"{name} is a response-aware reference: it reads each candidate's actual "
-                      "response, so it scores dataset rows (score_rows), not bare prompts")
+class ResponseAware:
+    """Scoring for the references: dataset rows (prompts and responses), never bare prompts."""
+
+    def _score(self, prompts):
+        raise RouterError(f"{self.name} is a response-aware reference: it reads each candidate's actual "
+                          "response, so it scores dataset rows (score_rows), not bare prompts")
+
+    @torch.no_grad()
+    def score_rows(self, ds: RoutingDataset) -> np.ndarray:
+        if self.model is None:
+            raise RouterError(f"{self.name} router is not fitted")
+        ds = ds.select_candidates(self.candidates)
+        return self._score_columns({"query": self._queries(ds.queries["prompt"].tolist()),
+                                    **self._extra_columns(ds)})
 
 
-class FirstTokensCeiling(LookaheadRouter):
+class FirstTokensCeiling(ResponseAware, LookaheadRouter):
     """Response-aware reference: Lookahead-MLM's architecture with the real first m response
     tokens in the blocks (not deployable)."""
 
@@ -50,17 +61,6 @@ class FirstTokensCeiling(LookaheadRouter):
         c, T = self.config, len(self.candidates)
         return LookaheadMLM(self._trunk(n_extra=T), T, self.plan["m"], 0.0, c.alpha, c.masking, c.joint,
                             c.hidden, c.dropout, 0, show_responses=True)
-
-    def _score(self, prompts):
-        _needs_responses(self.name)
-
-    @torch.no_grad()
-    def score_rows(self, ds: RoutingDataset) -> np.ndarray:
-        if self.model is None:
-            raise RouterError(f"{self.name} router is not fitted")
-        ds = ds.select_candidates(self.candidates)
-        return self._score_columns({"query": self._queries(ds.queries["prompt"].tolist()),
-                                    **self._extra_columns(ds)})
 
 
 class EmbeddingCeilingModel(nn.Module):
@@ -83,7 +83,7 @@ class EmbeddingCeilingModel(nn.Module):
         return out
 
 
-class FullResponseCeiling(NeuralRouter):
+class FullResponseCeiling(ResponseAware, NeuralRouter):
     """Response-aware reference: frozen embeddings of prompt and whole response, MLP per
     candidate (not deployable)."""
 
@@ -99,8 +99,8 @@ class FullResponseCeiling(NeuralRouter):
 
     def _embed(self, texts: list[str], length: int, desc: str) -> np.ndarray:
         # the same cache as the similarity routers' (SMOOTHIE embeds the same responses)
-        return FeatureExtractor(self.backbone, ENCODER, length, normalize=True, progress=self.config.progress)(
-            texts, desc=desc)
+        return shared_extractor(self.backbone, ENCODER, length, progress=self.config.progress)(
+            texts, desc=desc, normalize=True)
 
     def _queries(self, prompts: list[str]) -> list[np.ndarray]:
         return list(self._embed(prompts, self.plan["query_length"], f"{self.name} prompts"))
@@ -119,17 +119,6 @@ class FullResponseCeiling(NeuralRouter):
     def _build(self) -> nn.Module:
         dim = backbone_config(self.backbone, ENCODER).hidden_size
         return EmbeddingCeilingModel(dim, len(self.candidates), self.config.hidden, self.config.dropout)
-
-    def _score(self, prompts):
-        _needs_responses(self.name)
-
-    @torch.no_grad()
-    def score_rows(self, ds: RoutingDataset) -> np.ndarray:
-        if self.model is None:
-            raise RouterError(f"{self.name} router is not fitted")
-        ds = ds.select_candidates(self.candidates)
-        cols = {"query": self._queries(ds.queries["prompt"].tolist()), **self._extra_columns(ds)}
-        return self._score_columns(cols)
 
 
 register("ceiling-first-m", FirstTokensCeiling)

@@ -114,8 +114,10 @@ class FeatureExtractor:
                  vectors=np.concatenate(vectors) if self.tokens else np.stack(vectors), **extra)
         os.replace(tmp, self.cache_dir / f"{uuid.uuid4().hex}.npz")  # atomic: no half shards
 
-    def __call__(self, texts: Sequence[str], desc: str = "embed") -> np.ndarray | list[np.ndarray]:
-        """[n, d] float32 pooled vectors, or with ``tokens`` a list of [tokens_i, d] fp16 arrays."""
+    def __call__(self, texts: Sequence[str], desc: str = "embed", normalize: bool | None = None
+                 ) -> np.ndarray | list[np.ndarray]:
+        """[n, d] float32 pooled vectors (L2-normalised when ``normalize``, default: the
+        extractor's own setting), or with ``layer`` a list of [tokens_i, d] fp16 arrays."""
         keys = [_text_key(t) for t in texts]
         if _INFERENCE_ONLY:
             memory: dict[bytes, np.ndarray] = {}
@@ -128,7 +130,7 @@ class FeatureExtractor:
         if self.tokens:
             return [memory[k] for k in keys]
         out = np.stack([memory[k] for k in keys]) if keys else np.zeros((0, 0), np.float32)
-        if self.normalize and len(out):
+        if (self.normalize if normalize is None else normalize) and len(out):
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out.astype(np.float32)
 
@@ -169,10 +171,11 @@ _SHARED: dict[tuple, FeatureExtractor] = {}
 
 
 def shared_extractor(backbone: str | None, kind: str, max_length: int, layer: int | None = None,
-                     progress: bool = True) -> FeatureExtractor:
+                     progress: bool = True, batch_size: int = 32) -> FeatureExtractor:
     """One extractor per (backbone, kind, length, layer, cache folder) in a process: a benchmark's
-    folds and routers share the states it has loaded (about 1 GB of prompt states for the release)."""
+    folds and routers share the states it has loaded (about 1 GB of prompt states for the release).
+    ``progress`` and ``batch_size`` apply when it is first made."""
     key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()))
     if key not in _SHARED:
-        _SHARED[key] = FeatureExtractor(key[0], kind, max_length, layer=layer, progress=progress)
+        _SHARED[key] = FeatureExtractor(key[0], kind, max_length, batch_size, layer=layer, progress=progress)
     return _SHARED[key]

@@ -18,10 +18,9 @@ its last layer (the routers never read the prompt's own final states).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from lookahead_router.routers.lookahead_mlm import IGNORE, reconstruction_loss
+from lookahead_router.routers.lookahead_mlm import IGNORE, objective
 from lookahead_router.routers.trunk import Trunk
 
 
@@ -80,14 +79,4 @@ class LookaheadCLM(nn.Module):
         slots = torch.arange(q_width, inputs.shape[1], device=device).expand(B, -1)
         states = self.trunk(inputs, allowed, positions, slots).view(B, self.T, block_len, -1)
         logits = self.head(states[:, :, 0]).squeeze(-1)                                   # r̃_t = h(MID_t)
-        out = {"logits": logits}
-        if "labels" in batch:
-            labels = batch["labels"]
-            known = ~torch.isnan(labels)
-            loss = F.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
-            if targets is not None and (targets != IGNORE).any():
-                rec = reconstruction_loss(self.trunk, states, targets, self.rec_tokens)
-                loss = loss + self.rm_weight * rec
-                out["rec_loss"] = rec.detach()
-            out["loss"] = loss
-        return out
+        return objective(logits, batch, self.trunk, states, targets, self.rm_weight, self.rec_tokens)

@@ -159,17 +159,24 @@ class LookaheadMLM(nn.Module):
         block_states = blocks.reshape(len(qlen), self.T, self.m + 1, -1)[:, :, :self.m]
         if self.training:
             self.step += 1
-        out = {"logits": logits}
-        if "labels" in batch:
-            labels = batch["labels"]
-            known = ~torch.isnan(labels)
-            loss = F.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
-            if targets is not None and (targets != IGNORE).any():
-                rec = reconstruction_loss(self.trunk, block_states, targets, self.rec_tokens)
-                loss = loss + self.rm_weight * rec
-                out["rec_loss"] = rec.detach()
-            out["loss"] = loss
-        return out
+        return objective(logits, batch, self.trunk, block_states, targets, self.rm_weight, self.rec_tokens)
+
+
+def objective(logits: torch.Tensor, batch: dict, trunk: Trunk, states: torch.Tensor, targets: torch.Tensor | None,
+              rm_weight: float, rec_tokens: int) -> dict:
+    """Eq. 5: {"logits", "loss": L_route + λ · L_rec[, "rec_loss"]} -- BCE against the labels
+    (NaN = missing), plus the reconstruction of the target tokens when there are any."""
+    out = {"logits": logits}
+    if "labels" in batch:
+        labels = batch["labels"]
+        known = ~torch.isnan(labels)
+        loss = F.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
+        if targets is not None and (targets != IGNORE).any():
+            rec = reconstruction_loss(trunk, states, targets, rec_tokens)
+            loss = loss + rm_weight * rec
+            out["rec_loss"] = rec.detach()
+        out["loss"] = loss
+    return out
 
 
 def reconstruction_loss(trunk: Trunk, states: torch.Tensor, targets: torch.Tensor, per_row: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import normalised_scores
 from lookahead_router.routers.base import Router, RouterError, register
-from lookahead_router.routers.features import FeatureExtractor
+from lookahead_router.routers.features import shared_extractor
 
 CHUNK = 256           # test prompts scored at once (bounds the [chunk, N] similarity matrix)
 KMEANS_N_INIT = 4     # k-means restarts; the best inertia wins
@@ -66,15 +66,12 @@ class _EmbeddingRouter(Router):
                               f"{['backbone', 'max_length', 'batch_size', 'progress', *self.own_options]}")
         super().__init__(backbone=backbone, max_length=max_length, batch_size=batch_size,
                          progress=progress, **options)
-        self._extractors: dict[int, FeatureExtractor] = {}
 
     def embed(self, texts: list[str], desc: str = "embed", max_length: int | None = None) -> np.ndarray:
         o = self.options
-        length = max_length or o["max_length"]
-        if length not in self._extractors:
-            self._extractors[length] = FeatureExtractor(o["backbone"], "encoder", length, o["batch_size"],
-                                                        normalize=True, progress=o["progress"])
-        return self._extractors[length](texts, desc=desc)
+        extractor = shared_extractor(o["backbone"], "encoder", max_length or o["max_length"], progress=o["progress"],
+                                     batch_size=o["batch_size"])
+        return extractor(texts, desc=desc, normalize=True)
 
     def _chunks(self, prompts: list[str]):
         emb = self.embed(prompts, desc=f"{self.name}: prompts")

@@ -1,6 +1,7 @@
 """Diagnostics of a finished `lookahead benchmark` folder, from its saved decisions (no training):
-how often two routers pick the same candidate, and how often each router picks what `task-best`
-(the per-benchmark lookup) picks, per benchmark and over all queries, pooled over seeds.
+how often two routers pick the same candidate, how often each router picks what `task-best`
+(the per-benchmark lookup) picks, per benchmark and over all queries, and how each router shares
+its picks among the candidates, pooled over seeds.
 
     .venv/bin/python bench/quality_diagnostics.py --bench runs/quality_cpu_cv5 \
         [--data runs/paper.parquet] [--pairs lookahead-mlm:lookahead-mlm-norm,...] [--out NAME]
@@ -60,6 +61,12 @@ def agreement(a: list[np.ndarray], b: list[np.ndarray], rows: np.ndarray) -> flo
     return float(np.mean(np.concatenate(same)) * 100)
 
 
+def shares(choice: list[np.ndarray], n_candidates: int) -> list[float]:
+    """Share of (seed, query) decisions that go to each candidate."""
+    picked = np.concatenate([c[c >= 0] for c in choice])
+    return (np.bincount(picked, minlength=n_candidates) / max(len(picked), 1) * 100).tolist()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bench", type=Path, required=True)
@@ -80,14 +87,20 @@ def main() -> None:
     rows = {"same choice as task-best (%)": {r: {g: agreement(c, choices["task-best"], idx) for g, idx in groups.items()}
                                              for r, c in choices.items() if r != "task-best"},
             "same choice as each other (%)": {f"{a} vs {b}": {g: agreement(choices[a], choices[b], idx)
-                                                              for g, idx in groups.items()} for a, b in pairs}}
+                                                              for g, idx in groups.items()} for a, b in pairs},
+            "share of picks per candidate (%)": {r: dict(zip(ds.candidates, shares([c[groups["all"]] for c in choice],
+                                                                                    len(ds.candidates))))
+                                                 for r, choice in choices.items()}}
     name = args.out or f"{args.bench.name}_diagnostics"
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [f"Decision agreement in `{args.bench}` (every seed's out-of-fold decisions pooled).", ""]
     for title, table in rows.items():
-        lines += [f"### {title}", "", "| row | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+        if not table:
+            continue
+        columns = list(next(iter(table.values())))
+        lines += [f"### {title}", "", "| row | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
         lines += [f"| {r} | " + " | ".join(f"{v:.1f}" for v in cells.values()) + " |" for r, cells in table.items()]
         lines.append("")
     (out / f"{name}.md").write_text("\n".join(lines))

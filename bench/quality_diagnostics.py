@@ -1,7 +1,8 @@
 """Diagnostics of a finished `lookahead benchmark` folder, from its saved decisions (no training):
 how often two routers pick the same candidate, how often each router picks what `task-best`
-(the per-benchmark lookup) picks, per benchmark and over all queries, and how each router shares
-its picks among the candidates, pooled over seeds.
+(the per-benchmark lookup) picks, per benchmark and over all queries, how each router shares
+its picks among the candidates, pooled over seeds, and each candidate's share of positive training
+labels (the default relative rule) per source.
 
     .venv/bin/python bench/quality_diagnostics.py --bench runs/quality_cpu_cv5 \
         [--data runs/paper.parquet] [--pairs lookahead-mlm:lookahead-mlm-norm,...] [--out NAME]
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.data.labels import binary_labels
     ds = RoutingDataset.load(args.data)
     choices = load_choices(args.bench, ds)
     choices["task-best"] = task_best_choices(ds, args.bench)
@@ -91,6 +93,10 @@ def main() -> None:
             "share of picks per candidate (%)": {r: dict(zip(ds.candidates, shares([c[groups["all"]] for c in choice],
                                                                                     len(ds.candidates))))
                                                  for r, choice in choices.items()}}
+    labels = binary_labels(ds)
+    rows["positive labels per candidate (%)"] = {
+        s: dict(zip(ds.candidates, (np.nanmean(labels[source == s], 0) * 100).tolist()))
+        for s in dict.fromkeys(source)}
     name = args.out or f"{args.bench.name}_diagnostics"
     out = HERE / "results"
     out.mkdir(exist_ok=True)

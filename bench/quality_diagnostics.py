@@ -100,7 +100,9 @@ def main() -> None:
     name = args.out or f"{args.bench.name}_diagnostics"
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    seeds = json.loads((args.bench / "report.json").read_text())["run"]["seeds"]
+    (out / f"{name}.json").write_text(json.dumps({"run": {"bench": str(args.bench), "seeds": seeds}, **rows},
+                                                 indent=2) + "\n")
     lines = [f"Decision agreement in `{args.bench}` (every seed's out-of-fold decisions pooled).", ""]
     for title, table in rows.items():
         if not table:

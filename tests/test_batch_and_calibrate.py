@@ -14,7 +14,8 @@ from lookahead_router.evaluation.calibration import CalibrationError, Sweep, cal
 from lookahead_router.evaluation.decisions import Decisions
 from lookahead_router.routers.base import ROUTERS, Router, make_router
 from lookahead_router.routers.cost import Price
-from lookahead_router.serving.batch import prompt_of, read_prompts, route_file
+from lookahead_router.serving.batch import read_prompts, route_file
+from lookahead_router.serving.protocol import prompt_of
 
 runner = CliRunner()
 PRICES = {"model-a": Price(10.0, 10.0, 100), "model-b": Price(1.0, 1.0, 100),

@@ -17,7 +17,7 @@ from lookahead_router.serving.app import create_app
 from lookahead_router.serving.config import ConfigError, ServeConfig, load_config
 from lookahead_router.serving.fake_upstream import BackgroundServer, create_fake_upstream
 from lookahead_router.serving.request_log import export_prompts, prompt_hash
-from lookahead_router.serving.upstream import CircuitBreaker
+from lookahead_router.serving.fallback import CircuitBreaker
 
 CANDS = ["A", "B", "C"]
 MATH = "solve the equation 3x + 1 = 7"
@@ -175,7 +175,10 @@ def test_client_api_keys(upstream, tmp_path, monkeypatch):
             with pytest.raises(openai.AuthenticationError):
                 ask(client(proxy, key), MATH)
         assert httpx.post(f"{proxy.url}/v1/route", json={"prompt": MATH}).status_code == 401
-        assert httpx.get(f"{proxy.url}/health").status_code == 200  # probes need no key
+        for path in ("/v1/models", "/v1/models/A", "/metrics"):  # every endpoint needs a key ...
+            assert httpx.get(f"{proxy.url}{path}").status_code == 401
+            assert httpx.get(f"{proxy.url}{path}", headers={"authorization": "Bearer k-two"}).status_code == 200
+        assert httpx.get(f"{proxy.url}/health").status_code == 200  # ... but the probes'
 
 
 BAD_REQUESTS = [
@@ -262,7 +265,7 @@ def test_no_request_is_lost_under_concurrency_with_fallbacks(upstream, tmp_path)
     for prompt, model, text in results:
         assert model == ("B" if "equation" in prompt else "C")
         assert text == f"up-{model.lower()} answers: {prompt}"
-    assert 'lookahead_requests_total{model="B",status="200"} 24.0' in metrics
+    assert 'lookahead_requests_total{cause="ok",model="B",status="200"} 24.0' in metrics
     rows = sqlite3.connect(log).execute(
         "SELECT status, chosen_model, fallbacks, prompt_sha256, prompt, scores FROM requests").fetchall()
     assert len(rows) == 48 and {r[0] for r in rows} == {200}

@@ -92,7 +92,7 @@ def _task(qid: str, row: dict, where: str) -> Task:
             raise TaskFileError(f"{where}: 'prompt' must be a non-empty string")
         prompt, messages = row["prompt"], [{"role": "user", "content": row["prompt"]}]
     elif "messages" in row:
-        from lookahead_router.serving.batch import prompt_of  # (lazy: it imports the routers)
+        from lookahead_router.serving.protocol import prompt_of  # (lazy: it imports FastAPI)
         try:
             prompt = prompt_of(row["messages"])
         except ValueError as exc:

@@ -23,6 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from lookahead_router.routers.cost import Price, expected_costs
+from lookahead_router.serving.protocol import prompt_of
 
 
 class BatchError(ValueError):
@@ -37,44 +38,6 @@ class PromptRecord:
 
 
 # ---- prompts --------------------------------------------------------------------------------
-def content_text(content) -> str:
-    """The text of an OpenAI message ``content``: a string, or a list of content parts whose
-    ``text`` parts are joined by newlines (images and audio cannot be routed on, so they are
-    skipped)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for k, part in enumerate(content):
-            if not isinstance(part, dict):
-                raise ValueError(f"content part {k} is {type(part).__name__}, not an object")
-            if part.get("type", "text") == "text":
-                if not isinstance(part.get("text"), str):
-                    raise ValueError(f"content part {k} of type 'text' has no string 'text'")
-                texts.append(part["text"])
-        return "\n".join(texts)
-    raise ValueError(f"content is {type(content).__name__}; expected a string or a list of "
-                     "content parts")
-
-
-def prompt_of(messages: list[dict]) -> str:
-    """The prompt a conversation is routed on: its last user message (the turn being answered;
-    earlier turns were answered already, and the router was trained on single prompts)."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list of {\"role\", \"content\"} objects")
-    for i in range(len(messages) - 1, -1, -1):
-        msg = messages[i]
-        if not isinstance(msg, dict):
-            raise ValueError(f"messages[{i}] is {type(msg).__name__}, not an object")
-        if msg.get("role") == "user":
-            try:
-                return content_text(msg.get("content"))
-            except ValueError as exc:
-                raise ValueError(f"messages[{i}]: {exc}") from exc
-    roles = sorted({str(m.get("role")) for m in messages if isinstance(m, dict)})
-    raise ValueError(f"no user message to route on (roles present: {', '.join(roles) or 'none'})")
-
-
 def read_prompts(path: str | Path) -> list[PromptRecord]:
     """Every prompt of a JSONL file or a routing dataset (``.parquet``), all validated before any
     is returned: ids are unique strings (default: the 1-based line number)."""
@@ -108,6 +71,11 @@ def read_jsonl_prompts(path: str | Path) -> list[PromptRecord]:
                 raise BatchError(f"{where}: {exc}") from exc
         else:
             raise BatchError(f"{where}: no 'prompt' or 'messages' field")
+        try:
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as exc:  # e.g. "\ud83d": a string cut inside an emoji
+            raise BatchError(f"{where}: the prompt is not valid Unicode ({exc.reason} at "
+                             f"character {exc.start})") from exc
         records.append(PromptRecord(qid, prompt, where))
     if not records:
         raise BatchError(f"{path}: no prompts")

@@ -99,6 +99,7 @@ class ServeConfig(_Strict):
     max_input_chars: int = Field(200_000, ge=1)        # longer conversations: 400
     api_keys_env: Optional[str] = None                 # env var: comma-separated client keys
     api_keys_file: Optional[Path] = None               # one client key per line
+    cors_origins: list[str] = []                       # browser origins allowed to call (["*"]: any); none: CORS off
     request_log: Optional[Path] = None                 # SQLite file; unset: no log
     log_prompts: bool = True                           # keep prompt text (for `lookahead log export`)
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()

@@ -1,9 +1,14 @@
 """A fake OpenAI-compatible chat server, for the tests, the load benchmark and trying the proxy
 without an LLM. What it does depends on the model id it is asked for:
 
-    fail-*    answers HTTP 500            hang-*    never answers
-    reject-*  answers HTTP 400            anything else: "<model> answers: <prompt>" in
-                                          ``chunks`` pieces (streamed or whole)
+    fail-*    answers HTTP 500            hang-*      never answers (stops when the caller leaves)
+    reject-*  answers HTTP 400            truncate-*  streams two chunks, then ends the body
+    denied-*  answers HTTP 401                        without a finish_reason or [DONE]
+    slow-*    streams 50 chunks 0.1 s apart
+    anything else: "<model> answers: <prompt>" in ``chunks`` pieces (streamed or whole)
+
+``app.state.received`` counts requests per model id; ``app.state.open`` counts answers still in
+progress (a request the proxy cancelled is no longer open).
 
     python -m lookahead_router.serving.fake_upstream --port 9001 [--chunks 16 --chunk-delay-ms 5]
 
@@ -21,6 +26,7 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 
 import httpx
 import uvicorn
@@ -31,6 +37,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI:
     app = FastAPI(title="fake OpenAI-compatible upstream")
     app.state.received = Counter()  # model id -> requests received
+    app.state.open = 0              # answers in progress
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -43,11 +50,20 @@ def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI
         if model.startswith("reject"):
             return JSONResponse({"error": {"message": "bad parameter", "type": "invalid_request_error",
                                            "param": "temperature", "code": None}}, status_code=400)
-        if model.startswith("hang"):
-            await asyncio.sleep(3600)
+        if model.startswith("denied"):
+            return JSONResponse({"error": {"message": "Incorrect API key provided.",
+                                           "type": "invalid_request_error", "code": "invalid_api_key"}},
+                                status_code=401)
+        if model.startswith("hang"):  # until the caller hangs up, as a real server notices
+            with _open(app):
+                for _ in range(36000):
+                    if await request.is_disconnected():
+                        return JSONResponse({}, status_code=499)
+                    await asyncio.sleep(0.1)
         prompt = body["messages"][-1].get("content") or ""
         text = f"{model} answers: {prompt}"
-        step = max(1, -(-len(text) // chunks))
+        n_chunks, delay = (50, 0.1) if model.startswith("slow") else (chunks, chunk_delay_s)
+        step = max(1, -(-len(text) // n_chunks))
         pieces = [text[i:i + step] for i in range(0, len(text), step)]
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
         if not body.get("stream"):
@@ -58,18 +74,30 @@ def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI
                               "total_tokens": (len(prompt) + len(text)) // 4}}
 
         async def events():
-            for piece in pieces:
-                if chunk_delay_s:
-                    await asyncio.sleep(chunk_delay_s)
-                chunk = {**base, "object": "chat.completion.chunk",
-                         "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
-                yield f"data: {json.dumps(chunk)}\n\n"
-            done = {**base, "object": "chat.completion.chunk",
-                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-            yield f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n"
+            with _open(app):
+                for k, piece in enumerate(pieces):
+                    if model.startswith("truncate") and k == 2:
+                        return
+                    if delay:
+                        await asyncio.sleep(delay)
+                    chunk = {**base, "object": "chat.completion.chunk",
+                             "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                done = {**base, "object": "chat.completion.chunk",
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                yield f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+@contextmanager
+def _open(app):
+    app.state.open += 1
+    try:
+        yield
+    finally:
+        app.state.open -= 1
 
 
 class BackgroundServer:

@@ -13,8 +13,9 @@ class ProxyMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("lookahead_requests", "Chat requests answered, by the candidate that "
-                                "answered (or 'none') and HTTP status", ["model", "status"], registry=r)
+        self.requests = Counter("lookahead_requests", "Chat requests, every one, by the candidate "
+                                "that answered (or 'none'), final status (499: the client left) and "
+                                "cause", ["model", "status", "cause"], registry=r)
         self.latency = Histogram("lookahead_request_latency_seconds", "Arrival to last byte, per "
                                  "candidate", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
         self.first_byte = Histogram("lookahead_time_to_first_byte_seconds", "Arrival to the first "
@@ -31,8 +32,6 @@ class ProxyMetrics:
         self.circuit_open = Gauge("lookahead_circuit_open", "1 while a candidate's circuit is open",
                                   ["model"], registry=r)
         self.in_flight = Gauge("lookahead_in_flight_requests", "Requests being answered", registry=r)
-        self.rejected = Counter("lookahead_rejected_requests", "Requests refused before routing, by "
-                                "error code", ["code"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,14 +1,23 @@
-"""The OpenAI wire format as the proxy checks it: request bodies, and errors shaped like OpenAI's
-(``{"error": {"message", "type", "param", "code"}}``), so every OpenAI client reports them well."""
+"""The OpenAI wire format as the proxy reads and writes it: request bodies and their checks, the
+prompt a conversation is routed on, and errors shaped like OpenAI's
+(``{"error": {"message", "type", "param", "code"}}``), so every OpenAI client reports them well.
+
+Bodies are parsed by orjson, which is strict where the standard library is lenient: an unpaired
+UTF-16 surrogate (``"\\ud83d"``, what a JavaScript client sends after cutting a string in the
+middle of an emoji), NaN, Infinity and nesting past 1024 levels are refused here with a 400, so
+they never reach the router or an upstream.
+"""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Optional, Union
 
+import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ROUTED_MODEL = "lookahead"
 
 
 class OpenAIError(Exception):
@@ -21,12 +30,20 @@ class OpenAIError(Exception):
         return error_response(self.status, self.message, self.type, self.code, self.param)
 
 
+class FastJSONResponse(JSONResponse):
+    """JSON rendered by orjson (several times faster than the standard library's)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
 def error_response(status: int, message: str, type: str = "invalid_request_error",
                    code: Optional[str] = None, param: Optional[str] = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
-                        status_code=status)
+    return FastJSONResponse({"error": {"message": message, "type": type, "param": param, "code": code}},
+                            status_code=status)
 
 
+# ---- request bodies -------------------------------------------------------------------------
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
@@ -35,11 +52,13 @@ class Message(BaseModel):
 
 class ChatRequest(BaseModel):
     """What the proxy needs from a chat request; other fields (temperature, tools, ...) are
-    forwarded to the upstream untouched."""
+    forwarded to the upstream untouched. Optional fields accept null, as OpenAI's API does."""
     model_config = ConfigDict(extra="allow")
     model: str
     messages: list[Message] = Field(min_length=1)
-    stream: bool = False
+    stream: Optional[bool] = None
+    n: Optional[int] = Field(None, ge=1, le=128)
+    stream_options: Optional[dict[str, Any]] = None
     cost_weight: Optional[float] = Field(None, ge=0)  # the proxy's own field: never forwarded
 
 
@@ -51,8 +70,14 @@ class RouteRequest(BaseModel):
 
 
 async def read_json(request: Request, max_bytes: int) -> dict:
-    """The request body as a JSON object; 413 past ``max_bytes`` (checked while reading, so a
-    body without Content-Length cannot exhaust memory either), 400 when it is not JSON."""
+    """The request body as a JSON object. 415 unless it is declared JSON (a cross-origin page can
+    post text/plain without a CORS preflight; it must not reach an upstream), 413 past
+    ``max_bytes`` (checked while reading, so a body without Content-Length cannot exhaust memory
+    either), 400 when it is not strict JSON."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise OpenAIError(415, f"the request body must be JSON with 'Content-Type: application/json' "
+                          f"(got {media_type or 'no content type'!r})", code="unsupported_media_type")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -63,8 +88,12 @@ async def read_json(request: Request, max_bytes: int) -> dict:
             raise _too_large(max_bytes)
         chunks.append(chunk)
     try:
-        body = json.loads(b"".join(chunks))
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" in str(exc):
+            raise OpenAIError(400, f"the request body holds an unpaired UTF-16 surrogate ({exc}); "
+                              "text must be valid Unicode (was a string cut inside an emoji?)",
+                              code="invalid_unicode")
         raise OpenAIError(400, f"the request body is not valid JSON ({exc})", code="invalid_json")
     if not isinstance(body, dict):
         raise OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
@@ -90,3 +119,85 @@ def parse(model: type[BaseModel], body: dict) -> BaseModel:
         else:
             message = f"{field}: {first['msg']}" if field else first["msg"]
         raise OpenAIError(400, message, code="invalid_request", param=field)
+
+
+def forwarded_body(chat: ChatRequest, body: dict) -> dict:
+    """What goes to the upstream: the client's body as sent, less the proxy's own field, with
+    the fields the proxy read in the form it validated them (``"n": 2.0`` becomes 2)."""
+    forward = {k: v for k, v in body.items() if k != "cost_weight"}
+    if chat.n is not None:
+        forward["n"] = chat.n
+    return forward
+
+
+def check_length(prompt_chars: int, limit: int) -> None:
+    if prompt_chars > limit:
+        raise OpenAIError(400, f"the messages hold {prompt_chars} characters; this proxy accepts at "
+                          f"most {limit}", code="context_length_exceeded", param="messages")
+
+
+def chat_prompt(chat: ChatRequest, body: dict, max_chars: int) -> Optional[str]:
+    """The prompt a chat request is routed on, after checking the conversation's length. A
+    pass-through request needs no user message (its prompt is then None); a routed one does."""
+    try:
+        chars = sum(len(content_text(m.content)) for m in chat.messages if m.content is not None)
+    except ValueError as exc:
+        raise OpenAIError(400, f"messages: {exc}", code="invalid_request", param="messages")
+    check_length(chars, max_chars)
+    try:
+        return prompt_of(body["messages"])
+    except ValueError as exc:
+        if chat.model == ROUTED_MODEL:
+            raise OpenAIError(400, str(exc), code="invalid_request", param="messages")
+        return None
+
+
+def route_prompt(req: RouteRequest, max_chars: int) -> str:
+    if (req.prompt is None) == (req.messages is None):
+        raise OpenAIError(400, "give either 'prompt' or 'messages'", code="invalid_request")
+    try:
+        prompt = req.prompt if req.prompt is not None else prompt_of(
+            [m.model_dump() for m in req.messages])
+    except ValueError as exc:
+        raise OpenAIError(400, str(exc), code="invalid_request", param="messages")
+    check_length(len(prompt), max_chars)
+    return prompt
+
+
+# ---- OpenAI messages (also read by `lookahead route`, the replay backend and data collection) --
+def content_text(content) -> str:
+    """The text of an OpenAI message ``content``: a string, or a list of content parts whose
+    ``text`` parts are joined by newlines (images and audio cannot be routed on, so they are
+    skipped)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for k, part in enumerate(content):
+            if not isinstance(part, dict):
+                raise ValueError(f"content part {k} is {type(part).__name__}, not an object")
+            if part.get("type", "text") == "text":
+                if not isinstance(part.get("text"), str):
+                    raise ValueError(f"content part {k} of type 'text' has no string 'text'")
+                texts.append(part["text"])
+        return "\n".join(texts)
+    raise ValueError(f"content is {type(content).__name__}; expected a string or a list of "
+                     "content parts")
+
+
+def prompt_of(messages: list[dict]) -> str:
+    """The prompt a conversation is routed on: its last user message (the turn being answered;
+    earlier turns were answered already, and the router was trained on single prompts)."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError("'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+    for i in range(len(messages) - 1, -1, -1):
+        msg = messages[i]
+        if not isinstance(msg, dict):
+            raise ValueError(f"messages[{i}] is {type(msg).__name__}, not an object")
+        if msg.get("role") == "user":
+            try:
+                return content_text(msg.get("content"))
+            except ValueError as exc:
+                raise ValueError(f"messages[{i}]: {exc}") from exc
+    roles = sorted({str(m.get("role")) for m in messages if isinstance(m, dict)})
+    raise ValueError(f"no user message to route on (roles present: {', '.join(roles) or 'none'})")

@@ -3,7 +3,10 @@ the event loop never waits on the disk.
 
 Columns: time, request id, prompt hash (sha256) and length, the prompt itself (unless
 ``log_prompts: false``), requested and chosen model, router scores, cost weight, failed attempts,
-HTTP status, error, stream flag, latency, router latency and time to first byte.
+final status and its cause (``ok``, a rejection's error code, ``upstream_unavailable``,
+``upstream_failed_mid_stream``, ``client_aborted_before_first_byte`` / ``..._after_first_byte``,
+...), error, stream flag, latency, router latency and time to first byte. A log written by an
+older version gains the new columns when the proxy opens it; its rows are kept.
 ``export_prompts`` turns the log into a prompts file for `lookahead route` and data collection.
 """
 
@@ -20,7 +23,7 @@ COLUMNS = {
     "time": "REAL", "request_id": "TEXT", "prompt_sha256": "TEXT", "prompt_chars": "INTEGER",
     "prompt": "TEXT", "requested_model": "TEXT", "chosen_model": "TEXT", "scores": "TEXT",
     "cost_weight": "REAL", "attempts": "TEXT", "fallbacks": "INTEGER", "status": "INTEGER",
-    "error": "TEXT", "stream": "INTEGER", "latency_ms": "REAL", "router_ms": "REAL",
+    "cause": "TEXT", "error": "TEXT", "stream": "INTEGER", "latency_ms": "REAL", "router_ms": "REAL",
     "first_byte_ms": "REAL",
 }
 _STOP = object()
@@ -37,11 +40,16 @@ class RequestLog:
         with sqlite3.connect(self.path) as db:  # fail at start-up, not on the first request
             db.execute(f"CREATE TABLE IF NOT EXISTS requests "
                        f"({', '.join(f'{k} {t}' for k, t in COLUMNS.items())})")
+            present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
+            for name, kind in COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._write_forever, name="request-log", daemon=True)
         self._thread.start()
 
-    def record(self, **entry) -> None:
+    def record(self, entry: dict) -> None:
+        entry = dict(entry)
         prompt = entry.pop("prompt", None)
         if prompt is not None:
             entry["prompt_sha256"], entry["prompt_chars"] = prompt_hash(prompt), len(prompt)

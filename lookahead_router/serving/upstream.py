@@ -1,27 +1,34 @@
 """The backends a candidate's requests go to: an OpenAI-compatible server over HTTP, or the replay
-backend (recorded responses from a routing dataset), plus a circuit breaker per upstream.
+backend (recorded responses from a routing dataset).
 
 Both backends speak the same two calls:
     await backend.complete(body)   -> the chat.completion JSON (a dict)
-    backend.stream(body)           -> async iterator of chat.completion.chunk dicts
-Failures that another candidate might not have (connection refused, timeout, 5xx, 429) raise
-UpstreamError, and the proxy falls back; a 4xx caused by the request itself raises
-UpstreamRejected, which the proxy relays to the client unchanged.
+    backend.stream(body)           -> async iterator of Events (chat.completion.chunk)
+Failures that are not the request's fault raise UpstreamError and the proxy falls back: connection
+refused, timeouts, 5xx, 429, and the upstream's own 401/403/404 (a wrong upstream key, model id or
+URL is the deployment's fault, and another candidate may well answer). Any other 4xx is caused by
+the request itself (a bad parameter): UpstreamRejected, which the proxy relays unchanged. A stream
+that ends without a finish (no ``finish_reason`` and no ``[DONE]``) was cut short: UpstreamError.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Optional
 
 import httpx
+import orjson
 
 from lookahead_router.routers.cost import estimate_tokens
-from lookahead_router.serving.config import CircuitBreakerConfig, UpstreamConfig
+from lookahead_router.serving.config import UpstreamConfig
+from lookahead_router.serving.protocol import content_text, prompt_of
+
+# The upstream's own auth, permission and routing errors: the deployment's fault, not the client's.
+DEPLOYMENT_ERRORS = (401, 403, 404)
 
 
 class UpstreamError(Exception):
@@ -40,6 +47,17 @@ class UpstreamRejected(Exception):
         self.status, self.body = status, body
 
 
+@dataclass
+class Event:
+    """One chat.completion.chunk: parsed, and (from an HTTP upstream) the JSON bytes to relay
+    as they are, already naming the candidate as the model."""
+    data: dict
+    raw: Optional[bytes] = None
+
+    def finished(self) -> bool:
+        return any(c.get("finish_reason") for c in self.data.get("choices") or () if isinstance(c, dict))
+
+
 class HTTPUpstream:
     """An OpenAI-compatible server (vLLM, TGI, llama.cpp, a hosted API). All upstreams share one
     pooled ``httpx.AsyncClient``; the timeout bounds the wait for each byte, so a hung upstream
@@ -49,44 +67,68 @@ class HTTPUpstream:
         self.name, self.config, self.client = name, config, client
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         self.timeout = httpx.Timeout(config.timeout_s)
+        self.model = config.model or name
+        # Chunks name the upstream's model id; the proxy names the candidate. Both ways servers
+        # write the field, so it can be swapped in the raw bytes without re-serialising the chunk.
+        quoted, ours = orjson.dumps(self.model), orjson.dumps(name)
+        self._model_fields = [(b'"model":' + quoted, b'"model":' + ours),
+                              (b'"model": ' + quoted, b'"model": ' + ours)]
 
     def _request(self, body: dict, stream: bool) -> httpx.Request:
-        headers = {}
+        headers = {"content-type": "application/json"}
         key = self.config.api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        payload = {**body, "model": self.config.model or self.name, "stream": stream}
-        return self.client.build_request("POST", self.url, json=payload, headers=headers,
-                                         timeout=self.timeout)
+        payload = {**body, "model": self.model, "stream": stream}
+        return self.client.build_request("POST", self.url, content=orjson.dumps(payload),
+                                         headers=headers, timeout=self.timeout)
 
     async def complete(self, body: dict) -> dict:
         with _transport_errors():
             response = await self.client.send(self._request(body, stream=False))
         _raise_for_status(response.status_code, response.content)
         try:
-            return response.json()
-        except ValueError as exc:
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
             raise UpstreamError("invalid JSON from upstream") from exc
 
-    async def stream(self, body: dict) -> AsyncIterator[dict]:
+    async def stream(self, body: dict) -> AsyncIterator[Event]:
         with _transport_errors():
             response = await self.client.send(self._request(body, stream=True), stream=True)
         try:
             with _transport_errors():
                 if response.status_code >= 400:
                     _raise_for_status(response.status_code, await response.aread())
+                finished = False
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue  # SSE comments, event names and blank separators
                     data = line[5:].strip()
                     if data == "[DONE]":
                         return
-                    try:
-                        yield json.loads(data)
-                    except ValueError as exc:
-                        raise UpstreamError("invalid JSON event from upstream") from exc
+                    event = self._event(data.encode())
+                    finished = finished or event.finished()
+                    yield event
+                if not finished:
+                    raise UpstreamError("stream ended without a finish")
         finally:
             await response.aclose()
+
+    def _event(self, raw: bytes) -> Event:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("invalid JSON event from upstream") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError("a stream event that is not a JSON object")
+        if "error" in data:  # some servers report a failure mid-stream as an event
+            raise UpstreamError(f"error event: {str(data['error'])[:200]}")
+        if data.get("model") == self.name:
+            return Event(data, raw)
+        for theirs, ours in self._model_fields:
+            if theirs in raw:
+                return Event(data, raw.replace(theirs, ours, 1))
+        return Event(data)  # an unexpected model field: re-serialised with the candidate's name
 
 
 @contextmanager
@@ -103,10 +145,12 @@ def _transport_errors():
 def _raise_for_status(status: int, content: bytes) -> None:
     if status < 400:
         return
-    if status >= 500 or status == 429:
+    if status >= 500 or status == 429 or status in DEPLOYMENT_ERRORS:
         raise UpstreamError(f"HTTP {status}")
     try:
-        body = json.loads(content)
+        body = orjson.loads(content)
+        if not isinstance(body, dict):
+            raise ValueError
     except ValueError:
         body = {"error": {"message": content.decode("utf-8", "replace")[:500],
                           "type": "upstream_error", "code": None, "param": None}}
@@ -115,14 +159,15 @@ def _raise_for_status(status: int, content: bytes) -> None:
 
 class ReplayUpstream:
     """Answers with the response the candidate gave to the same prompt in a routing dataset (the
-    last user message must equal a dataset prompt). For demos and tests without an LLM server."""
+    last user message must equal a dataset prompt). For demos and tests without an LLM server.
+    Honours ``n`` (n identical choices: a recording has one answer) and
+    ``stream_options.include_usage`` (a last chunk with the usage and no choices)."""
 
     _datasets: dict[Path, tuple[dict[str, int], list[str], object]] = {}
 
     def __init__(self, name: str, config: UpstreamConfig):
         from lookahead_router.data.dataset import RoutingDataset
-        from lookahead_router.serving.batch import prompt_of
-        self.name, self.config, self._prompt_of = name, config, prompt_of
+        self.name, self.config = name, config
         path = Path(config.replay)
         if path not in self._datasets:  # several candidates usually replay one file: load it once
             ds = RoutingDataset.load(path)
@@ -135,40 +180,55 @@ class ReplayUpstream:
         self.column = candidates.index(replayed)
 
     def _answer(self, body: dict) -> str:
-        prompt = self._prompt_of(body.get("messages") or [])
-        row = self.index.get(prompt)
-        answer = None if row is None else self.responses[row, self.column]
-        if answer is None:
-            what = "this prompt" if row is None else "this prompt's response"
+        row = self.index.get(prompt_of(body.get("messages") or []))
+        if row is None:  # the client asked something the recording never saw
             raise UpstreamRejected(404, {"error": {
-                "message": f"replay backend: {self.config.replay} has no record of {what} for {self.name}",
+                "message": f"replay backend: {self.config.replay} has no record of this prompt",
                 "type": "invalid_request_error", "code": "replay_miss", "param": "messages"}})
+        answer = self.responses[row, self.column]
+        if answer is None:  # this candidate's response is missing: another candidate may have one
+            raise UpstreamError("replay: no recorded response")
         return str(answer)
 
-    def _usage(self, body: dict, answer: str) -> dict:
-        prompt = sum(estimate_tokens(str(m.get("content") or "")) for m in body.get("messages") or [])
-        completion = estimate_tokens(answer)
-        return {"prompt_tokens": prompt, "completion_tokens": completion,
-                "total_tokens": prompt + completion}
+    @staticmethod
+    def _usage(body: dict, answer: str, n: int) -> dict:
+        prompt = 0
+        for m in body.get("messages") or []:
+            try:
+                prompt += estimate_tokens(content_text(m.get("content") or ""))
+            except ValueError:
+                pass
+        completion = n * estimate_tokens(answer)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def complete(self, body: dict) -> dict:
-        answer = self._answer(body)
+        answer, n = self._answer(body), body.get("n") or 1
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
                 "created": int(time.time()), "model": self.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
-                             "finish_reason": "stop"}],
-                "usage": self._usage(body, answer)}
+                "choices": [{"index": i, "message": {"role": "assistant", "content": answer},
+                             "finish_reason": "stop"} for i in range(n)],
+                "usage": self._usage(body, answer, n)}
 
-    async def stream(self, body: dict) -> AsyncIterator[dict]:
-        answer = self._answer(body)
+    async def stream(self, body: dict) -> AsyncIterator[Event]:
+        answer, n = self._answer(body), body.get("n") or 1
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
                 "created": int(time.time()), "model": self.name}
-        yield {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "finish_reason": None}]}
+        if usage:
+            base["usage"] = None  # as OpenAI does: every chunk has the key, the last one a value
+
+        def chunk(i: int, delta: dict, finish=None) -> Event:
+            return Event({**base, "choices": [{"index": i, "delta": delta, "finish_reason": finish}]})
+
+        for i in range(n):
+            yield chunk(i, {"role": "assistant", "content": ""})
         for start in range(0, len(answer), 64):
-            yield {**base, "choices": [{"index": 0, "delta": {"content": answer[start:start + 64]},
-                                        "finish_reason": None}]}
-        yield {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            for i in range(n):
+                yield chunk(i, {"content": answer[start:start + 64]})
+        for i in range(n):
+            yield chunk(i, {}, "stop")
+        if usage:
+            yield Event({**base, "choices": [], "usage": self._usage(body, answer, n)})
 
 
 def make_upstream(name: str, config: UpstreamConfig, client: httpx.AsyncClient):
@@ -176,37 +236,3 @@ def make_upstream(name: str, config: UpstreamConfig, client: httpx.AsyncClient):
         raise ValueError(f"models.{name}: local models only generate (lookahead collect generate); "
                          "serve them behind an OpenAI-compatible server (e.g. vLLM) and give base_url")
     return ReplayUpstream(name, config) if config.replay is not None else HTTPUpstream(name, config, client)
-
-
-class CircuitBreaker:
-    """Closed → open after ``failures`` consecutive failures; open → half-open after ``cooldown_s``
-    (one trial call); the trial's success closes it, its failure opens it again. While open, the
-    proxy tries the candidate only after every healthy one."""
-
-    def __init__(self, config: CircuitBreakerConfig, clock=time.monotonic):
-        self.config, self.clock = config, clock
-        self.failures, self.opened_at, self.trial_running = 0, None, False
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half-open" if self.clock() - self.opened_at >= self.config.cooldown_s else "open"
-
-    def healthy(self) -> bool:
-        """May a call go through now (closed, or half-open with no trial under way)?"""
-        state = self.state
-        return state == "closed" or (state == "half-open" and not self.trial_running)
-
-    def before_call(self) -> None:
-        if self.state == "half-open":
-            self.trial_running = True
-
-    def record_success(self) -> None:
-        self.failures, self.opened_at, self.trial_running = 0, None, False
-
-    def record_failure(self) -> None:
-        self.failures += 1
-        if self.trial_running or self.failures >= self.config.failures:
-            self.opened_at = self.clock()
-        self.trial_running = False

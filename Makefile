@@ -9,7 +9,7 @@ LOOKAHEAD_DATA ?= ../shared/lookahead-data
 export LOOKAHEAD_DATA
 DATASET ?= runs/paper.parquet
 
-.PHONY: demo test benchmark quality collect-demo verify-release install clean
+.PHONY: demo test benchmark quality collect-demo verify-release install clean litellm-peer
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,16 @@ collect-demo: $(DATASET)
 # Re-grade the release's responses with our scorers (13 min on 2 cores, SelfOSS 11 of them).
 verify-release: $(VENV)/.installed
 	$(BIN)/lookahead collect verify-release --src "$(LOOKAHEAD_DATA)" --out runs/verify-release
+
+# The load benchmark's peer (bench/proxy_load.py, phase "litellm"): LiteLLM's proxy in a virtual
+# environment of its own, since its pins clash with ours; a complete freeze, installed with --no-deps.
+LITELLM_VENV ?= .venv-litellm
+litellm-peer: $(LITELLM_VENV)/.installed
+
+$(LITELLM_VENV)/.installed: bench/litellm-requirements.txt
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --no-deps -r bench/litellm-requirements.txt
+	touch $@
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

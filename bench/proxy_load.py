@@ -1,24 +1,44 @@
 """Load benchmark of the routing proxy: C concurrent streaming clients for D seconds against fake
 upstreams on loopback: straight at the upstream, through `lookahead serve` naming a candidate
-(pass-through: the proxy's own overhead), and through it with model "lookahead" (routed).
+(pass-through: the proxy's own overhead), through it with model "lookahead" (routed), and through
+LiteLLM's proxy in front of the same upstream (the widely run peer).
 
 The proxy runs a real router (kNN on the packaged MiniLM, fitted on a slice of the routing
 dataset, unless --router names a saved one) and benchmark prompts. Reported: throughput, p50/p99
-time to first byte and to the last byte, the latency the proxy adds (proxy minus direct, at the
-same percentile), router inference on its own (from the proxy's request log) and the error count
-(any non-200, transport error or stream without [DONE]).
+time to first byte and to the last byte, the latency each proxy adds (proxy minus direct, at the
+same percentile), ours as a ratio of LiteLLM's, router inference on its own (from the proxy's
+request log) and the error count (any non-200, transport error, stream without [DONE] or stream
+carrying an error event).
 
     .venv/bin/python bench/proxy_load.py [--clients 200] [--seconds 60] [--data runs/paper.parquet]
         [--router DIR] [--chunks 16] [--chunk-delay-ms 10] [--out NAME]
+        [--phases direct,pass-through,routed,litellm] [--litellm .venv-litellm/bin/litellm]
 
 Writes bench/results/<NAME>.json and .md (default NAME: proxy_load_<device>). Upstream, proxy
-and clients share the machine, so on a small CPU they compete for it; the report says so.
+and clients share the machine, so on a small CPU they compete for it; the report says so. Each
+server runs only during its own phases (ours for pass-through and routed, then LiteLLM), and each
+phase starts after one unmeasured request.
+
+LiteLLM (`make litellm-peer` installs the pinned `litellm[proxy]` into .venv-litellm: its pins
+clash with ours) is started as `litellm --config <generated> --num_workers 1` on uvicorn with
+uvloop and httptools, like ours (one process, keep-alive 75 s), mapping model "up-0" to
+`openai/up-0` at the fake upstream. Made as light as its supported settings allow, as ours is: no
+access log (a logging config without handlers for uvicorn.access), LITELLM_LOG=ERROR, no
+callbacks, no database (so no spend or error logs; disable_spend_logs and disable_error_logs set
+too), no retries, no background health checks, telemetry off (LITELLM_TELEMETRY_DISABLED), the
+packaged model cost map (LITELLM_LOCAL_MODEL_COST_MAP: no fetch), and no master key
+(dangerously_permit_weak_or_unset_master_key: our proxy runs without client keys as well). Its
+in-process success handling (usage counted with tiktoken, as the fake upstream sends none, and a
+cost) still runs: disable_streaming_logging and disable_token_counter, which LiteLLM marks as not
+recommended, stay off (they saved little CPU when tried). Ours still writes each request to its
+SQLite request log; LiteLLM writes nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import platform
@@ -34,6 +54,8 @@ import numpy as np
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
+PHASES = ("direct", "pass-through", "routed", "litellm")
+LITELLM = HERE.parent / ".venv-litellm" / "bin" / "litellm"  # `make litellm-peer`
 
 
 async def load(url: str, model: str, prompts: list[str], clients: int, seconds: float) -> dict:
@@ -50,7 +72,7 @@ async def load(url: str, model: str, prompts: list[str], clients: int, seconds: 
                         "messages": [{"role": "user", "content": prompts[i % len(prompts)]}]}
                 i += clients
                 start = time.perf_counter()
-                first, finished = None, False
+                first, finished, failed = None, False, False
                 try:
                     async with client.stream("POST", url, json=body) as response:
                         if response.status_code != 200:
@@ -62,8 +84,13 @@ async def load(url: str, model: str, prompts: list[str], clients: int, seconds: 
                                 first = time.perf_counter() - start
                             if line == "data: [DONE]":
                                 finished = True
+                            elif _error_event(line):
+                                failed = True
                 except httpx.HTTPError as exc:
                     errors.append(type(exc).__name__)
+                    continue
+                if failed:
+                    errors.append("error event")
                     continue
                 if not finished:
                     errors.append("stream without [DONE]")
@@ -77,6 +104,36 @@ async def load(url: str, model: str, prompts: list[str], clients: int, seconds: 
     return {"requests": done, "errors": len(errors), "error_kinds": sorted(set(errors)),
             "wall_s": wall, "throughput_rps": done / wall,
             "ttfb_ms": _percentiles(ttfb), "total_ms": _percentiles(total)}
+
+
+def _error_event(line: str) -> bool:
+    """An SSE line reporting a failure: ``event: error``, or data whose JSON has an "error" key."""
+    if line.startswith("event:"):
+        return line[6:].strip() == "error"
+    if not line.startswith("data:") or '"error"' not in line:  # the cheap test first
+        return False
+    try:
+        data = json.loads(line[5:])
+    except ValueError:
+        return False
+    return isinstance(data, dict) and "error" in data
+
+
+async def warm_up(url: str, model: str) -> None:
+    """One unmeasured streamed request, so that no phase pays a server's first-request costs."""
+    body = {"model": model, "stream": True, "messages": [{"role": "user", "content": "warm-up"}]}
+    async with httpx.AsyncClient(timeout=60) as client:
+        async with client.stream("POST", url, json=body) as response:
+            await response.aread()
+            if response.status_code != 200:
+                raise RuntimeError(f"warm-up request to {url}: HTTP {response.status_code}: "
+                                   f"{response.text[:300]}")
+
+
+def run_phase(label: str, url: str, model: str, prompts: list[str], args) -> dict:
+    print(f"{label}: {args.clients} clients x {args.seconds:.0f} s ...", flush=True)
+    asyncio.run(warm_up(url, model))
+    return asyncio.run(load(url, model, prompts, args.clients, args.seconds))
 
 
 def _percentiles(seconds: list[float]) -> dict:
@@ -94,6 +151,59 @@ def build_router(data: Path, out: Path) -> Path:
     return KNNRouter(k=20).fit(ds.subset(np.sort(rows))).save(out)
 
 
+def start_litellm(exe: Path, up_port: int, port: int, work: Path) -> subprocess.Popen:
+    """LiteLLM's proxy in front of the fake upstream, as light as it is configured (see the top)."""
+    config = {
+        "model_list": [{"model_name": "up-0", "litellm_params": {
+            "model": "openai/up-0", "api_base": f"http://127.0.0.1:{up_port}/v1", "api_key": "none"}}],
+        "litellm_settings": {"callbacks": [], "success_callback": [], "failure_callback": [],
+                             "turn_off_message_logging": True, "num_retries": 0, "request_timeout": 30},
+        "general_settings": {"disable_spend_logs": True, "disable_error_logs": True,
+                             "background_health_checks": False,
+                             "dangerously_permit_weak_or_unset_master_key": True},
+    }
+    (work / "litellm.yaml").write_text(json.dumps(config))  # JSON is YAML
+    logging_config = {  # uvicorn's access logger without handlers: uvicorn then skips it
+        "version": 1, "disable_existing_loggers": False,
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"}},
+        "loggers": {"uvicorn": {"handlers": ["stderr"], "level": "WARNING", "propagate": False},
+                    "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False}}}
+    (work / "litellm-logging.json").write_text(json.dumps(logging_config))
+    env = {k: v for k, v in os.environ.items()  # no key, database or cache of the caller's
+           if not k.startswith(("LITELLM_", "DATABASE_", "REDIS_"))}
+    env.update(PYTHONUNBUFFERED="1", LITELLM_LOG="ERROR", LITELLM_TELEMETRY_DISABLED="true",
+               LITELLM_LOCAL_MODEL_COST_MAP="True")
+    with open(work / "litellm.log", "wb") as log:
+        return subprocess.Popen([str(exe), "--config", str(work / "litellm.yaml"), "--host", "127.0.0.1",
+                                 "--port", str(port), "--num_workers", "1", "--keepalive_timeout", "75",
+                                 "--log_config", str(work / "litellm-logging.json")],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def versions(litellm: Path | None) -> dict:
+    ours = {f"ours_{name}": importlib.metadata.version(name) for name in ("uvicorn", "fastapi")}
+    if litellm is None:
+        return ours
+    python = litellm.parent / "python"  # the peer's virtual environment
+    script = "import importlib.metadata as m; print(*(m.version(n) for n in ('litellm', 'uvicorn')))"
+    try:
+        out = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                             check=True, timeout=60).stdout.split()
+        return {**ours, "litellm": out[0], "litellm_uvicorn": out[1]}
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {**ours, "litellm": None, "litellm_uvicorn": None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=200)
@@ -102,61 +212,108 @@ def main() -> None:
     parser.add_argument("--router", type=Path, help="saved router (default: kNN fitted here)")
     parser.add_argument("--chunks", type=int, default=16, help="SSE chunks per fake answer")
     parser.add_argument("--chunk-delay-ms", type=float, default=10, help="fake upstream's pause per chunk")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated, among {', '.join(PHASES)} (direct is required)")
+    parser.add_argument("--litellm", type=Path, default=LITELLM,
+                        help="LiteLLM's executable (default: .venv-litellm's, `make litellm-peer`)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    if unknown := sorted(set(phases) - set(PHASES)):
+        parser.error(f"--phases: unknown {', '.join(unknown)} (known: {', '.join(PHASES)})")
+    if "direct" not in phases:
+        parser.error("--phases must include direct: the other phases are measured against it")
+    litellm_skipped = None
+    if "litellm" in phases and not (args.litellm.is_file() and os.access(args.litellm, os.X_OK)):
+        litellm_skipped = f"no LiteLLM executable at {args.litellm}"
+        print(f"NOTICE: skipping the litellm phase: {litellm_skipped} (`make litellm-peer` installs "
+              "it, or pass --litellm PATH)", flush=True)
+        phases.remove("litellm")
+    ours = "pass-through" in phases or "routed" in phases
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.routers.base import Router
     from lookahead_router.serving.fake_upstream import free_port, wait_until_serving
 
     work = Path(tempfile.mkdtemp(prefix="proxy-load-"))
-    router_dir = args.router or build_router(args.data, work / "router")
-    router = Router.load(router_dir)
+    router = router_dir = None
+    if ours:
+        router_dir = args.router or build_router(args.data, work / "router")
+        router = Router.load(router_dir)
     ds = RoutingDataset.load(args.data)
     prompts = [p for p in ds.queries["prompt"] if len(p) < 4000][:2000]
-    up_port, proxy_port = free_port(), free_port()
-    config = {"models": {c: {"base_url": f"http://127.0.0.1:{up_port}/v1", "model": f"up-{i}",
-                             "timeout_s": 30} for i, c in enumerate(router.candidates)},
-              "concurrency": args.clients + 56, "request_log": str(work / "requests.sqlite")}
-    (work / "models.yaml").write_text(json.dumps(config))  # JSON is YAML
+    up_port, proxy_port, litellm_port = free_port(), free_port(), free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    up_url = f"http://127.0.0.1:{up_port}"
+    results = dict.fromkeys(("direct", "pass_through", "routed", "litellm"))
+    metrics, procs = "", []
     upstream = subprocess.Popen([sys.executable, "-m", "lookahead_router.serving.fake_upstream",
                                  "--port", str(up_port), "--chunks", str(args.chunks),
                                  "--chunk-delay-ms", str(args.chunk_delay_ms)], env=env)
-    proxy = subprocess.Popen([str(BIN / "lookahead"), "serve", "--router", str(router_dir),
-                              "--config", str(work / "models.yaml"), "--port", str(proxy_port)],
-                             env=env, stdout=subprocess.DEVNULL)
+    procs.append(upstream)
     try:
-        wait_until_serving(f"http://127.0.0.1:{up_port}/docs", upstream)
-        wait_until_serving(f"http://127.0.0.1:{proxy_port}/health", proxy)
-        print(f"direct: {args.clients} clients x {args.seconds:.0f} s ...", flush=True)
-        direct = asyncio.run(load(f"http://127.0.0.1:{up_port}/v1/chat/completions", "up-0", prompts,
-                                  args.clients, args.seconds))
-        print(f"pass-through: {args.clients} clients x {args.seconds:.0f} s ...", flush=True)
-        passed = asyncio.run(load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions",
-                                  router.candidates[0], prompts, args.clients, args.seconds))
-        print(f"routed: {args.clients} clients x {args.seconds:.0f} s ...", flush=True)
-        proxied = asyncio.run(load(f"http://127.0.0.1:{proxy_port}/v1/chat/completions", "lookahead",
-                                   prompts, args.clients, args.seconds))
-        metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
+        wait_until_serving(f"{up_url}/docs", upstream)
+        results["direct"] = run_phase("direct", f"{up_url}/v1/chat/completions", "up-0", prompts, args)
+        if ours:
+            config = {"models": {c: {"base_url": f"{up_url}/v1", "model": f"up-{i}", "timeout_s": 30}
+                                 for i, c in enumerate(router.candidates)},
+                      "concurrency": args.clients + 56, "request_log": str(work / "requests.sqlite")}
+            (work / "models.yaml").write_text(json.dumps(config))  # JSON is YAML
+            proxy = subprocess.Popen([str(BIN / "lookahead"), "serve", "--router", str(router_dir),
+                                      "--config", str(work / "models.yaml"), "--port", str(proxy_port)],
+                                     env=env, stdout=subprocess.DEVNULL)
+            procs.append(proxy)
+            wait_until_serving(f"http://127.0.0.1:{proxy_port}/health", proxy)
+            url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
+            if "pass-through" in phases:
+                results["pass_through"] = run_phase("pass-through", url, router.candidates[0], prompts, args)
+            if "routed" in phases:
+                results["routed"] = run_phase("routed", url, "lookahead", prompts, args)
+            metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
+            stop(proxy)  # not competing for the CPU with LiteLLM's phase
+        if "litellm" in phases:
+            print(f"starting LiteLLM ({args.litellm}) ...", flush=True)
+            peer = start_litellm(args.litellm, up_port, litellm_port, work)
+            procs.append(peer)
+            try:
+                wait_until_serving(f"http://127.0.0.1:{litellm_port}/health/liveliness", peer)
+            except RuntimeError:
+                print((work / "litellm.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            results["litellm"] = run_phase("litellm", f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
+                                           "up-0", prompts, args)
+            stop(peer)
     finally:
-        for proc in (proxy, upstream):
-            proc.terminate()
-            proc.wait(timeout=30)
-    router_ms = [r[0] for r in sqlite3.connect(work / "requests.sqlite").execute(
-        "SELECT router_ms FROM requests WHERE router_ms IS NOT NULL")]
+        for proc in reversed(procs):
+            stop(proc)
+    direct = results["direct"]
+    router_ms = []
+    if ours and (work / "requests.sqlite").exists():
+        router_ms = [r[0] for r in sqlite3.connect(work / "requests.sqlite").execute(
+            "SELECT router_ms FROM requests WHERE router_ms IS NOT NULL")]
     batch_sum = _metric(metrics, "lookahead_router_batch_size_sum")
     batch_count = _metric(metrics, "lookahead_router_batch_size_count")
+    added = {phase: {k: {p: x[k][p] - direct[k][p] for p in ("p50", "p99")}
+                     for k in ("ttfb_ms", "total_ms")}
+             for phase, x in results.items() if phase != "direct" and x is not None}
+    ratio = {phase: {k: {p: _ratio(added[phase][k][p], added["litellm"][k][p]) for p in ("p50", "p99")}
+                     for k in ("ttfb_ms", "total_ms")}
+             for phase in ("pass_through", "routed") if phase in added and "litellm" in added}
     result = {
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (upstream, proxy and clients share it)",
-        "clients": args.clients, "seconds": args.seconds, "router": router.name,
-        "router_dir": str(router_dir), "candidates": router.candidates,
+        "clients": args.clients, "seconds": args.seconds, "phases": phases,
+        "router": router.name if router else None, "router_dir": str(router_dir) if router_dir else None,
+        "candidates": router.candidates if router else None,
         "fake_upstream": {"chunks": args.chunks, "chunk_delay_ms": args.chunk_delay_ms},
-        "direct": direct, "pass_through": passed, "routed": proxied,
-        "added_ms": {phase: {k: {p: x[k][p] - direct[k][p] for p in ("p50", "p99")}
-                             for k in ("ttfb_ms", "total_ms")}
-                     for phase, x in (("pass_through", passed), ("routed", proxied))},
-        "router_inference_ms": _percentiles([m / 1000 for m in router_ms]),
+        **results,
+        "added_ms": added,
+        "added_vs_litellm": ratio,  # ours added / LiteLLM's added, same percentile
+        "router_inference_ms": _percentiles([m / 1000 for m in router_ms]) if "routed" in phases else None,
         "router_mean_batch": batch_sum / batch_count if batch_count else float("nan"),
+        "versions": versions(args.litellm if "litellm" in phases else None),
+        "litellm_options": ("--num_workers 1 --keepalive_timeout 75, uvicorn + uvloop + httptools, no "
+                            "access log, LITELLM_LOG=ERROR, no callbacks/DB/retries/master key, "
+                            "telemetry off") if "litellm" in phases else None,
+        "litellm_skipped": litellm_skipped,
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
     name = args.out or f"proxy_load_{'cuda' if _has_cuda() else 'cpu'}"
@@ -164,6 +321,10 @@ def main() -> None:
     (HERE / "results" / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     (HERE / "results" / f"{name}.md").write_text(markdown(result))
     print(markdown(result))
+
+
+def _ratio(ours: float, peer: float) -> float | None:
+    return ours / peer if peer > 0 else None
 
 
 def _metric(text: str, name: str) -> float:
@@ -183,24 +344,44 @@ def markdown(r: dict) -> str:
         "| | requests | errors | throughput (req/s) | TTFB p50 | TTFB p99 | total p50 | total p99 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for label, x in (("direct to upstream", r["direct"]), ("proxy, pass-through", r["pass_through"]),
-                     ("proxy, routed", r["routed"])):
+    labels = {"direct": "direct to upstream", "pass_through": "proxy, pass-through",
+              "routed": "proxy, routed", "litellm": "LiteLLM proxy"}
+    for phase, label in labels.items():
+        if (x := r.get(phase)) is None:
+            continue
         rows.append(f"| {label} | {x['requests']} | {x['errors']} | {x['throughput_rps']:.1f} | "
                     f"{x['ttfb_ms']['p50']:.1f} | {x['ttfb_ms']['p99']:.1f} | "
                     f"{x['total_ms']['p50']:.1f} | {x['total_ms']['p99']:.1f} |")
-    for phase in ("pass_through", "routed"):
-        a = r["added_ms"][phase]
-        rows.append(f"| added by the proxy, {phase.replace('_', '-')} | | | | {a['ttfb_ms']['p50']:.1f} | "
+    for phase, a in r["added_ms"].items():
+        label = "added by LiteLLM" if phase == "litellm" else f"added by the proxy, {phase.replace('_', '-')}"
+        rows.append(f"| {label} | | | | {a['ttfb_ms']['p50']:.1f} | "
                     f"{a['ttfb_ms']['p99']:.1f} | {a['total_ms']['p50']:.1f} | {a['total_ms']['p99']:.1f} |")
-    ri = r["router_inference_ms"]
-    return "\n".join([
-        f"# Proxy load: {r['clients']} concurrent streaming clients, {r['seconds']:.0f} s per phase",
-        "", f"Device: {r['device']}. Router: {r['router']} over {len(r['candidates'])} candidates. "
-        f"Fake upstream: {r['fake_upstream']['chunks']} chunks, {r['fake_upstream']['chunk_delay_ms']} ms "
-        "apart. Latencies in ms.", "", *rows, "",
-        f"Router inference inside the proxy (queueing for a batch included): p50 {ri['p50']:.1f} ms, "
-        f"p99 {ri['p99']:.1f} ms; mean batch {r['router_mean_batch']:.1f} prompts.", "",
-        f"Command: `{r['command']}`", ""])
+    lines = [f"# Proxy load: {r['clients']} concurrent streaming clients, {r['seconds']:.0f} s per phase", ""]
+    about = f"Device: {r['device']}. "
+    if r.get("router"):
+        about += f"Router: {r['router']} over {len(r['candidates'])} candidates. "
+    up = r["fake_upstream"]
+    about += f"Fake upstream: {up['chunks']} chunks, {up['chunk_delay_ms']} ms apart. Latencies in ms."
+    lines += [about, "", *rows, ""]
+    if r.get("added_vs_litellm"):
+        def fmt(x):
+            return "n/a" if x is None else f"{x:.2f}"
+        parts = [f"{phase.replace('_', '-')} {fmt(q['ttfb_ms']['p50'])} / {fmt(q['ttfb_ms']['p99'])} (TTFB), "
+                 f"{fmt(q['total_ms']['p50'])} / {fmt(q['total_ms']['p99'])} (total)"
+                 for phase, q in r["added_vs_litellm"].items()]
+        lines += ["Latency our proxy adds as a fraction of what LiteLLM adds (p50 / p99): "
+                  + "; ".join(parts) + ".", ""]
+    if r.get("litellm") is not None:
+        v = r["versions"]
+        lines += [f"LiteLLM {v.get('litellm')} (uvicorn {v.get('litellm_uvicorn')}): {r['litellm_options']}; "
+                  f"ours on uvicorn {v['ours_uvicorn']}.", ""]
+    elif r.get("litellm_skipped"):
+        lines += [f"LiteLLM phase skipped: {r['litellm_skipped']}.", ""]
+    if (ri := r.get("router_inference_ms")) is not None:
+        lines += [f"Router inference inside the proxy (queueing for a batch included): p50 {ri['p50']:.1f} "
+                  f"ms, p99 {ri['p99']:.1f} ms; mean batch {r['router_mean_batch']:.1f} prompts.", ""]
+    lines += [f"Command: `{r['command']}`", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

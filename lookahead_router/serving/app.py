@@ -20,7 +20,6 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
@@ -38,14 +37,14 @@ from lookahead_router.serving.protocol import (ROUTED_MODEL, ChatRequest, FastJS
                                                parse, read_json, route_prompt)
 from lookahead_router.serving.request_log import RequestLog
 from lookahead_router.serving.scoring import RouteBatcher
-from lookahead_router.serving.upstream import UpstreamRejected, make_upstream
+from lookahead_router.serving.upstream import UpstreamRejected, UpstreamSession, make_upstream
 
 logger = logging.getLogger("lookahead_router.serving")
 
 
 class Proxy:
     """Everything one running proxy holds: the router, the upstreams behind their fallback chain,
-    the shared HTTP client, the concurrency limit, metrics and the request log."""
+    the shared HTTP session, the concurrency limit, metrics and the request log."""
 
     def __init__(self, router: Router, config: ServeConfig):
         missing = [c for c in router.candidates if c not in config.models]
@@ -56,12 +55,8 @@ class Proxy:
         self.keys = [k.encode() for k in config.client_keys()]
         self.metrics = ProxyMetrics()
         self.slots = asyncio.Semaphore(config.concurrency)
-        pool = config.concurrency + 16
-        # Idle upstream connections are dropped after 4 s, before servers' usual 5 s keep-alive
-        # ends, so the proxy never sends on a connection the upstream is closing.
-        self.client = httpx.AsyncClient(limits=httpx.Limits(
-            max_connections=pool, max_keepalive_connections=pool, keepalive_expiry=4.0))
-        upstreams = {name: make_upstream(name, up, self.client) for name, up in config.models.items()}
+        self.session = UpstreamSession(pool=config.concurrency + 16)
+        upstreams = {name: make_upstream(name, up, self.session) for name, up in config.models.items()}
         self.fallback = FallbackChain(upstreams, config.circuit_breaker, config.max_attempts, self.metrics)
         self.log = RequestLog(config.request_log, config.log_prompts) if config.request_log else None
         self.batcher = RouteBatcher(router, config.prices(), config.batch.max_size, config.batch.max_wait_ms,
@@ -69,7 +64,7 @@ class Proxy:
 
     async def stop(self) -> None:
         await self.batcher.close()
-        await self.client.aclose()
+        await self.session.close()
         if self.log is not None:
             self.log.close()
 

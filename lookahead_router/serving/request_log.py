@@ -17,6 +17,7 @@ import json
 import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 COLUMNS = {
@@ -65,11 +66,16 @@ class RequestLog:
     def _write_forever(self) -> None:
         db = sqlite3.connect(self.path)
         db.execute("PRAGMA journal_mode=WAL")
+        # In WAL mode, NORMAL syncs at checkpoints rather than at every commit: the file can never
+        # be corrupted, and a power cut (not a crash of the proxy) may lose the last rows. It
+        # took a tenth of the proxy's CPU under load with FULL.
+        db.execute("PRAGMA synchronous=NORMAL")
         names = list(COLUMNS)
         sql = f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
         while True:
             batch = [self._queue.get()]
-            while not self._queue.empty() and len(batch) < 512:  # one commit per burst
+            time.sleep(0.02)  # let a burst gather: one commit for it
+            while not self._queue.empty() and len(batch) < 512:
                 batch.append(self._queue.get_nowait())
             rows = [[e.get(k) for k in names] for e in batch if e is not _STOP]
             if rows:

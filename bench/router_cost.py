@@ -8,8 +8,15 @@ backbone over the prompt; Lookahead also runs its MID tokens). FLOPs are counted
 ``torch.utils.flop_counter`` (matmuls and attention; kNN's numpy search is not counted), as the
 mean over the same 16 prompts for every router and T.
 
+With ``--engines torch,onnx,onnx-int8`` each router is also measured with its frozen encoder on
+ONNX Runtime (``routers/onnx_encoder.py``; GFLOPs are counted on torch only). The engines then
+take turns prompt by prompt (batch by batch for throughput) over the same prompts, so that other
+load on the machine falls on all of them alike; each one's export happens in a warm-up call
+before any timing. Every row also splits its batch-1 time into tokenizer, encoder (the frozen
+backbone on the engine) and the rest (the router's own work: trainable top layers, kNN search).
+
     .venv/bin/python bench/router_cost.py [--data runs/paper.parquet] [--preset cpu]
-        [--routers knn,...] [--latency-queries 100] [--throughput-queries 640] [--out NAME]
+        [--routers knn,...] [--engines torch] [--latency-queries 100] [--throughput-queries 640] [--out NAME]
 
 Writes bench/results/<NAME>.json and .md (default NAME: router_cost_<preset>_<device>).
 """
@@ -23,6 +30,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,22 +70,84 @@ def gflops(router, prompts: list[str]) -> float:
     return counter.get_total_flops() / len(prompts) / 1e9
 
 
-def latency(router, prompts: list[str]) -> dict:
-    times = []
-    with uncached():
-        for p in prompts:
+@contextmanager
+def stage_clock(spent: dict):
+    """Adds the time of every tokenizer call and every encoder forward pass to ``spent``."""
+    from lookahead_router.routers.features import FeatureExtractor
+    forward, tokenizer_and_length = FeatureExtractor._forward, FeatureExtractor._tokenizer_and_length
+
+    def timed_forward(self, *args):
+        start = time.perf_counter()
+        try:
+            return forward(self, *args)
+        finally:
+            spent["encoder"] += time.perf_counter() - start
+
+    def timed_tokenizer(self):
+        tokenizer, length = tokenizer_and_length(self)
+
+        def tokenize(*args, **kwargs):
             start = time.perf_counter()
-            router.score([p])
-            times.append((time.perf_counter() - start) * 1000)
-    return {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95))}
+            try:
+                return tokenizer(*args, **kwargs)
+            finally:
+                spent["tokenizer"] += time.perf_counter() - start
+        return tokenize, length
+    FeatureExtractor._forward, FeatureExtractor._tokenizer_and_length = timed_forward, timed_tokenizer
+    try:
+        yield
+    finally:
+        FeatureExtractor._forward, FeatureExtractor._tokenizer_and_length = forward, tokenizer_and_length
 
 
-def throughput(router, prompts: list[str], batch: int = 64) -> float:
-    start = time.perf_counter()
+def on_engines(engines: list[str], turn: int):
+    """The engines in a rotated order, with each one selected in turn (no engine always goes first)."""
+    from lookahead_router.routers.features import use_engine
+    for engine in engines[turn % len(engines):] + engines[:turn % len(engines)]:
+        use_engine(engine)
+        yield engine
+
+
+def latency(router, prompts: list[str], engines: list[str]) -> dict[str, dict]:
+    """Per engine: p50 / p95 ms per query at batch 1, and the medians of its stages."""
+    times = {e: defaultdict(list) for e in engines}
     with uncached():
-        for i in range(0, len(prompts), batch):
-            router.score(prompts[i:i + batch])
-    return len(prompts) / (time.perf_counter() - start)
+        for i, p in enumerate(prompts):
+            for engine in on_engines(engines, i):
+                spent = defaultdict(float)
+                with stage_clock(spent):
+                    start = time.perf_counter()
+                    router.score([p])
+                    total = time.perf_counter() - start
+                for stage, value in (("total", total), ("tokenizer", spent["tokenizer"]),
+                                     ("encoder", spent["encoder"]),
+                                     ("rest", total - spent["tokenizer"] - spent["encoder"])):
+                    times[engine][stage].append(value * 1000)
+    return {e: {"p50_ms": float(np.percentile(t["total"], 50)), "p95_ms": float(np.percentile(t["total"], 95)),
+                "stages_p50_ms": {k: float(np.median(t[k])) for k in ("tokenizer", "encoder", "rest")}}
+            for e, t in times.items()}
+
+
+def throughput(router, prompts: list[str], engines: list[str], batch: int = 64) -> dict[str, float]:
+    spent = defaultdict(float)
+    with uncached():
+        for n, i in enumerate(range(0, len(prompts), batch)):
+            for engine in on_engines(engines, n):
+                start = time.perf_counter()
+                router.score(prompts[i:i + batch])
+                spent[engine] += time.perf_counter() - start
+    return {e: len(prompts) / spent[e] for e in engines}
+
+
+def warm_up(router, engines: list[str], prompt: str) -> dict[str, float]:
+    """One call per engine before timing: loads the backbone, or exports the ONNX graph (cached)."""
+    seconds = {}
+    with uncached():
+        for engine in on_engines(engines, 0):
+            start = time.perf_counter()
+            router.score([prompt])
+            seconds[engine] = time.perf_counter() - start
+    return seconds
 
 
 def main() -> None:
@@ -89,6 +159,8 @@ def main() -> None:
                         help="routers also measured as the `gpu` preset builds them: the backbone fine-tuned "
                              "and run over prompt + MID tokens (the paper's architecture, m = 64), with "
                              "prompts cut at 128 tokens")
+    parser.add_argument("--engines", default="torch",
+                        help="comma-separated feature engines to measure side by side: torch, onnx, onnx-int8")
     parser.add_argument("--train-rows", type=int, default=128)
     parser.add_argument("--latency-queries", type=int, default=100)
     parser.add_argument("--throughput-queries", type=int, default=640)
@@ -98,7 +170,10 @@ def main() -> None:
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.evaluation.benchmark import _device
     from lookahead_router.evaluation.presets import load_preset
+    from lookahead_router.routers.features import use_engine
+    from lookahead_router.routers.onnx_encoder import check_engine
 
+    engines = [check_engine(e) for e in args.engines.split(",") if e]
     ds = RoutingDataset.load(args.data)
     rng = np.random.default_rng(0)
     order = rng.permutation(len(ds))
@@ -125,31 +200,46 @@ def main() -> None:
                 options["response_length"] = 8   # training only: scoring runs the MID tokens alone
             rows = train.subset(np.arange(32))
         label = f"{name} (fine-tuned)" if finetune else name
-        row = {"router": label, "options": options, "gflops": {}}
+        use_engine("torch")   # training, and FLOPs counting, on the reference engine
+        flops = {}
         for T in (3, 4, 5):
             router = fitted(name, options, rows, T)
-            row["gflops"][T] = gflops(router, flop_prompts)
-        row.update(latency(router, fresh(args.latency_queries)))
-        row["throughput_qps"] = throughput(router, fresh(args.throughput_queries))
-        print(f"{label:32s} GFLOPs T=3/4/5 {row['gflops'][3]:.2f}/{row['gflops'][4]:.2f}/{row['gflops'][5]:.2f}"
-              f"  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms  {row['throughput_qps']:.1f} q/s",
-              flush=True)
-        results.append(row)
+            flops[T] = gflops(router, flop_prompts)
+        # the fine-tuned rows run the whole backbone as their trainable part: no frozen encoder
+        row_engines = ["torch"] if finetune else engines
+        ready_s = warm_up(router, row_engines, flop_prompts[0])
+        timing = latency(router, fresh(args.latency_queries), row_engines)
+        rate = throughput(router, fresh(args.throughput_queries), row_engines)
+        for engine in row_engines:
+            row = {"router": label, "engine": engine, "options": options,
+                   "gflops": flops if engine == "torch" else None, **timing[engine],
+                   "throughput_qps": rate[engine], "warm_up_s": ready_s[engine]}
+            g = "/".join(f"{flops[T]:.2f}" for T in (3, 4, 5)) if engine == "torch" else "-"
+            b = row["stages_p50_ms"]
+            print(f"{label:28s} {engine:9s} GFLOPs T=3/4/5 {g:14s}  p50 {row['p50_ms']:.1f} ms  p95 {row['p95_ms']:.1f} ms"
+                  f"  {row['throughput_qps']:.1f} q/s  (p50 tokenizer {b['tokenizer']:.1f} / encoder "
+                  f"{b['encoder']:.1f} / rest {b['rest']:.1f} ms)", flush=True)
+            results.append(row)
+        use_engine("torch")
     device = _device()
+    import onnxruntime
     meta = {"device": device, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "preset": args.preset,
-            "torch": torch.__version__, "command": " ".join(sys.argv)}
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "engines": engines,
+            "load_average": os.getloadavg(), "command": " ".join(sys.argv)}
     name = args.out or f"router_cost_{args.preset}_{'gpu' if torch.cuda.is_available() else 'cpu'}"
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     lines = [f"Router cost, preset `{args.preset}`, on {device} ({meta['machine']}); "
-             f"prompts never seen before, empty feature cache.", "",
-             "| router | GFLOPs/query T=3 | T=4 | T=5 | latency p50 ms (batch 1) | p95 ms | throughput q/s (batch 64) |",
-             "|---|---|---|---|---|---|---|"]
+             f"prompts never seen before, empty feature cache; engines {', '.join(engines)}.", "",
+             "| router | engine | GFLOPs/query T=3 | T=4 | T=5 | latency p50 ms (batch 1) | p95 ms | "
+             "throughput q/s (batch 64) | p50 ms: tokenizer / encoder / rest |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        g = r["gflops"]
-        lines.append(f"| {r['router']} | {g[3]:.2f} | {g[4]:.2f} | {g[5]:.2f} | {r['p50_ms']:.1f} | "
-                     f"{r['p95_ms']:.1f} | {r['throughput_qps']:.1f} |")
+        g = [f"{r['gflops'][T]:.2f}" for T in (3, 4, 5)] if r["gflops"] else ["-"] * 3
+        b = r["stages_p50_ms"]
+        lines.append(f"| {r['router']} | {r['engine']} | {' | '.join(g)} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                     f"{r['throughput_qps']:.1f} | {b['tokenizer']:.1f} / {b['encoder']:.1f} / {b['rest']:.1f} |")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -23,29 +23,39 @@ def serve_cmd(
     port: int = typer.Option(8000),
     cost_weight: Optional[float] = typer.Option(None, help="Default cost weight w (overrides the "
                                                 "config's; requests may still set their own)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="What runs the router's frozen encoder: "
+                                         "torch (the reference), onnx or onnx-int8 (ONNX Runtime on CPU; "
+                                         "exported at start-up, cached on disk), or auto: onnx where the "
+                                         "backbone exports and there is no GPU, else torch. Overrides the "
+                                         "config's 'engine' (default auto)."),
 ) -> None:
     """Serve OpenAI's chat API: model "lookahead" is routed, candidate names pass straight through."""
     import uvicorn
 
     from lookahead_router.routers.base import Router
-    from lookahead_router.routers.features import inference_only
+    from lookahead_router.routers.features import inference_only, use_engine
     from lookahead_router.serving.app import create_app
     from lookahead_router.serving.config import ConfigError, load_config
     try:
         config = load_config(config_file)
         if cost_weight is not None:
             config.cost_weight = cost_weight
+        if engine is not None:
+            config.engine = engine
         router_dir = router_dir or config.router
         if router_dir is None:
             raise ConfigError(f"{config_file}: no router: pass --router DIR or set 'router' in the config")
         inference_only()  # a server embeds every new prompt: keep no cache, print no bars
+        use_engine(config.engine)  # before the router makes its feature extractor
         router = Router.load(router_dir)
         application = create_app(router, config)
-        router.score(["warm-up"])  # load weights and caches now, not on the first request
+        # Load weights and caches now, not on the first request: the router makes its extractor
+        # here, so the onnx engines export (first run) or load their cached graph at this point.
+        router.score(["warm-up"])
     except _known_errors() as exc:
         _fail(exc)
-    out.print(f"routing among {', '.join(router.candidates)} with {router.name} ({router_dir}); "
-              f"OpenAI base URL http://{host}:{port}/v1, model \"lookahead\"", highlight=False)
+    out.print(f"routing among {', '.join(router.candidates)} with {router.name} ({router_dir}, encoder on "
+              f"{config.engine}); OpenAI base URL http://{host}:{port}/v1, model \"lookahead\"", highlight=False)
     # Keep idle client connections longer than clients keep them (httpx: 5 s), so that a client
     # never reuses a connection the server is closing at that moment (a spurious ReadError).
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False,

@@ -8,6 +8,12 @@ first k layers), which the neural routers of the ``cpu`` preset feed to their tr
 what it embedded and repeated runs (other folds, other routers, a second benchmark) do not
 re-embed. ``shared_extractor`` hands every router of a process the same extractor, so a
 benchmark's folds and routers also share the states it has loaded.
+
+The backbone runs on one of three engines: "torch" (the reference, bf16 where the CPU has native
+bf16 matmuls), or "onnx" / "onnx-int8", the same computation exported to ONNX and run by ONNX
+Runtime on CPU (``routers/onnx_encoder.py``). ``use_engine`` picks it for every extractor made
+afterwards (routers make theirs through ``shared_extractor``; `lookahead serve --engine` sets it).
+The onnx engines' features go to their own cache folders: they are close to torch's, not equal.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ import torch
 from tqdm.auto import tqdm
 
 from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, Backbone, effective_max_length, load_backbone,
-                                                pooled_hidden)
+                                                load_tokenizer, max_positions, pooled_hidden)
+from lookahead_router.routers.base import RouterError
+from lookahead_router.routers.onnx_encoder import (EXPORT_VERSION, ONNX_INT8, TORCH, OnnxEncoder, check_engine,
+                                                   check_exportable, resolve_engine)
 from lookahead_router.routers.trunk import lower_states
 
 CACHE_ENV = "LOOKAHEAD_CACHE"
@@ -33,6 +42,7 @@ KEY_BYTES = 20    # a SHA-1 digest
 
 
 _INFERENCE_ONLY = False
+_ENGINE = TORCH
 
 
 def inference_only(enabled: bool = True) -> None:
@@ -41,6 +51,14 @@ def inference_only(enabled: bool = True) -> None:
     prompt, and progress bars would flood the server's log."""
     global _INFERENCE_ONLY
     _INFERENCE_ONLY = enabled
+
+
+def use_engine(engine: str = TORCH) -> None:
+    """Run the frozen backbone of every extractor made from now on with ``engine``: "torch" (the
+    reference), "onnx" or "onnx-int8" (ONNX Runtime on CPU). Extractors already made keep theirs;
+    ``shared_extractor`` makes one per engine."""
+    global _ENGINE
+    _ENGINE = check_engine(engine)
 
 
 def cache_root() -> Path:
@@ -62,21 +80,31 @@ def _text_key(text: str) -> bytes:
 class FeatureExtractor:
     """``extractor(texts) -> [n, d]`` float32 pooled hidden states of a frozen backbone
     (L2-normalised when ``normalize``), or with ``layer=k`` a list of [tokens, d] fp16 states after
-    its first k layers; computed once per text and cached on disk."""
+    its first k layers; computed once per text and cached on disk. ``engine`` (default: the
+    process's, see ``use_engine``) runs the backbone: "torch", "onnx" or "onnx-int8"."""
 
     def __init__(self, backbone: str | None, kind: str, max_length: int = 256, batch_size: int = 32,
-                 normalize: bool = False, cache: bool = True, progress: bool = True, layer: int | None = None):
+                 normalize: bool = False, cache: bool = True, progress: bool = True, layer: int | None = None,
+                 engine: str | None = None):
         backbone = backbone or DEFAULT_BACKBONE[kind]
         self.spec, self.kind = backbone, kind
         self.max_length, self.batch_size = max_length, batch_size
         self.normalize, self.progress, self.layer = normalize, progress, layer
         self.tokens = layer is not None
+        self.engine = resolve_engine(check_engine(engine or _ENGINE), backbone, kind)
+        if self.engine != TORCH:
+            check_exportable(backbone, kind)   # now, not at the first prompt
         self._backbone: Backbone | None = None
-        self.dtype = torch.bfloat16 if bf16_supported() else torch.float32
+        self._onnx: OnnxEncoder | None = None
+        # ONNX Runtime runs fp32 on CPUs; torch runs bf16 where the CPU has native bf16 matmuls
+        self.dtype = torch.bfloat16 if self.engine == TORCH and bf16_supported() else torch.float32
         pooling = f"layer{layer}" if self.tokens else kind
         name = f"{backbone}|{kind}|{max_length}|{self.dtype}" + (f"|layer{layer}" if self.tokens else "")
+        precision = str(self.dtype)[6:]
+        if self.engine != TORCH:   # torch's folders keep their names (and the features they hold)
+            name, precision = f"{name}|{self.engine}|v{EXPORT_VERSION}", self.engine
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone)[-60:]
-        self.cache_dir = (cache_root() / f"{safe}-{pooling}-{max_length}-{str(self.dtype)[6:]}-"
+        self.cache_dir = (cache_root() / f"{safe}-{pooling}-{max_length}-{precision}-"
                           f"{hashlib.sha1(name.encode()).hexdigest()[:8]}") if cache else None
         self._memory: dict[bytes, np.ndarray] = {}
         self._loaded = False
@@ -87,6 +115,34 @@ class FeatureExtractor:
             self._backbone = load_backbone(self.spec, self.kind)
             self._backbone.model.to(self.dtype).eval()
         return self._backbone
+
+    @property
+    def onnx(self) -> OnnxEncoder:
+        """The onnx engines' session (exported, or quantised, on first use; then read from disk)."""
+        if self._onnx is None:
+            self._onnx = OnnxEncoder(self.spec, self.kind, self.layer, self.max_length,
+                                     quantize=self.engine == ONNX_INT8)
+        return self._onnx
+
+    def prepare(self) -> "FeatureExtractor":
+        """Load the engine now (the backbone, or the ONNX export and its session) rather than at
+        the first text that is not cached: a server does this before it takes requests."""
+        if self.engine == TORCH:
+            self.backbone
+        else:
+            self.onnx
+        return self
+
+    def _tokenizer_and_length(self):
+        if self.engine == TORCH:
+            bb = self.backbone
+            return bb.tokenizer, effective_max_length(bb, self.max_length)
+        if self.max_length < 1:
+            raise RouterError(f"max_length must be positive, got {self.max_length}")
+        tokenizer = load_tokenizer(self.spec, self.kind)
+        if tokenizer.pad_token is None:   # as load_backbone pads: with the end-of-text token
+            tokenizer.pad_token = tokenizer.eos_token
+        return tokenizer, min(self.max_length, max_positions(self.spec, self.kind))
 
     def _load_cache(self) -> None:
         if self._loaded or self.cache_dir is None:
@@ -138,22 +194,18 @@ class FeatureExtractor:
     def _embed(self, texts: list[str], keys: list[bytes], desc: str, memory: dict) -> None:
         """Embed ``texts`` into ``memory``; written to the disk cache when that is the cache's table."""
         persist = memory is self._memory
-        bb = self.backbone
-        length = effective_max_length(bb, self.max_length)
+        tokenizer, length = self._tokenizer_and_length()
         order = np.argsort([-len(t) for t in texts], kind="stable")  # similar lengths pad less
         pending_k, pending_v = [], []
-        bar = tqdm(total=len(texts), desc=f"{desc} ({bb.spec}, {len(texts)} new)", unit="text",
+        bar = tqdm(total=len(texts), desc=f"{desc} ({self.spec}, {len(texts)} new)", unit="text",
                    disable=not (self.progress and persist))
         for n, start in enumerate(range(0, len(texts), self.batch_size)):
             idx = order[start:start + self.batch_size]
-            enc = bb.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                               max_length=length, return_tensors="pt")
-            if self.tokens:
-                hidden = lower_states(bb, enc["input_ids"], enc["attention_mask"], self.layer)
-                hidden = hidden.to(torch.float16).numpy()
-                vec = [h[m.bool().numpy()] for h, m in zip(hidden, enc["attention_mask"])]
-            else:
-                vec = pooled_hidden(bb, enc["input_ids"], enc["attention_mask"]).float().numpy()
+            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                            max_length=length, return_tensors="np")
+            vec = self._forward(enc["input_ids"], enc["attention_mask"])
+            if self.tokens:   # each text's real tokens only
+                vec = [h[m.astype(bool)] for h, m in zip(vec, enc["attention_mask"])]
             for i, v in zip(idx, vec):
                 memory[keys[i]] = v
                 if persist:
@@ -166,16 +218,29 @@ class FeatureExtractor:
         self._flush(pending_k, pending_v)
         bar.close()
 
+    def _forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """[B, d] float32 pooled vectors, or [B, S, d] float16 states (padding included)."""
+        if self.engine != TORCH:
+            return self.onnx(input_ids, attention_mask)
+        bb = self.backbone
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        if self.tokens:
+            return lower_states(bb, ids, mask, self.layer).to(torch.float16).numpy()
+        return pooled_hidden(bb, ids, mask).float().numpy()
+
 
 _SHARED: dict[tuple, FeatureExtractor] = {}
 
 
 def shared_extractor(backbone: str | None, kind: str, max_length: int, layer: int | None = None,
-                     progress: bool = True, batch_size: int = 32) -> FeatureExtractor:
-    """One extractor per (backbone, kind, length, layer, cache folder) in a process: a benchmark's
-    folds and routers share the states it has loaded (about 1 GB of prompt states for the release).
-    ``progress`` and ``batch_size`` apply when it is first made."""
-    key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()))
+                     progress: bool = True, batch_size: int = 32, engine: str | None = None) -> FeatureExtractor:
+    """One extractor per (backbone, kind, length, layer, cache folder, engine) in a process: a
+    benchmark's folds and routers share the states it has loaded (about 1 GB of prompt states for
+    the release). ``progress`` and ``batch_size`` apply when it is first made; ``engine`` defaults
+    to the process's (``use_engine``)."""
+    engine = check_engine(engine or _ENGINE)
+    key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()), engine)
     if key not in _SHARED:
-        _SHARED[key] = FeatureExtractor(key[0], kind, max_length, batch_size, layer=layer, progress=progress)
+        _SHARED[key] = FeatureExtractor(key[0], kind, max_length, batch_size, layer=layer, progress=progress,
+                                        engine=engine)
     return _SHARED[key]

@@ -59,9 +59,12 @@ def padded_mask(attention_mask: torch.Tensor, causal: bool) -> torch.Tensor:
     every row may see itself, so padded rows never produce NaN."""
     S = attention_mask.shape[1]
     allowed = attention_mask.bool().unsqueeze(1).expand(-1, S, -1)
+    # index comparisons rather than eye()/tril(): they trace to ONNX ops that ONNX Runtime runs
+    # on bool tensors (it has no bool EyeLike), for the onnx engine (routers/onnx_encoder.py)
+    idx = torch.arange(S, device=attention_mask.device)
     if causal:
-        allowed = allowed & torch.ones(S, S, dtype=torch.bool, device=attention_mask.device).tril()
-    return allowed | torch.eye(S, dtype=torch.bool, device=attention_mask.device)
+        allowed = allowed & (idx.unsqueeze(1) >= idx.unsqueeze(0))
+    return allowed | (idx.unsqueeze(1) == idx.unsqueeze(0))
 
 
 def _run(backbone: Backbone, layers, hidden, allowed, positions):

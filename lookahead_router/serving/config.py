@@ -92,6 +92,10 @@ class ServeConfig(_Strict):
     models: dict[str, UpstreamConfig]
     router: Optional[Path] = None
     cost_weight: float = Field(0.0, ge=0)
+    # What runs the router's frozen encoder: PyTorch (the reference) or ONNX Runtime on CPU (README,
+    # Performance: "The router's encoder on ONNX Runtime"); `lookahead serve --engine` overrides it.
+    # auto: onnx where the backbone exports and there is no GPU (same decisions, faster), else torch.
+    engine: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     max_attempts: int = Field(3, ge=1)                 # upstreams tried per routed request
     concurrency: int = Field(256, ge=1)                # requests in flight at once
     queue_timeout_s: float = Field(10.0, ge=0)         # wait for a slot, then 429

@@ -1,0 +1,162 @@
+"""The onnx feature engines (ONNX Runtime on CPU) against the torch reference, on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from lookahead_router.routers import features, onnx_encoder
+from lookahead_router.routers.base import RouterError, make_router
+from lookahead_router.routers.features import FeatureExtractor, shared_extractor
+from test_training import topic_dataset
+
+TEXTS = ["solve the equation 3 x + 1 = 7", "write a python function that sorts a list of numbers", "hi",
+         "a somewhat longer prompt, so that the batch is padded to its length and the others are not"]
+
+
+@pytest.fixture
+def engine_reset(monkeypatch):
+    """``use_engine`` and ``inference_only`` are process-wide: restored whatever the test does."""
+    monkeypatch.setattr(features, "_ENGINE", "torch")
+    monkeypatch.setattr(features, "_INFERENCE_ONLY", False)
+    return features.use_engine
+
+
+def extract(spec, kind, engine, layer=None):
+    return FeatureExtractor(spec, kind, max_length=32, progress=False, layer=layer, cache=False,
+                            engine=engine)(TEXTS)
+
+
+@pytest.mark.parametrize("spec, kind", [("tiny-bert", "encoder"), ("tiny-llama", "causal")])
+def test_onnx_pooled_vectors_match_torch(spec, kind):
+    reference, got = extract(spec, kind, "torch"), extract(spec, kind, "onnx")
+    assert got.dtype == np.float32 and got.shape == reference.shape
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_onnx_layer_states_match_torch(layer):
+    """Per-token fp16 states after the first ``layer`` layers, cut to each text's real tokens."""
+    reference, got = extract("tiny-bert", "encoder", "torch", layer), extract("tiny-bert", "encoder", "onnx", layer)
+    assert [g.shape for g in got] == [r.shape for r in reference]
+    assert all(g.dtype == np.float16 for g in got)
+    for r, g in zip(reference, got):
+        np.testing.assert_allclose(g.astype(np.float32), r.astype(np.float32), rtol=1e-2, atol=2e-3)
+
+
+def test_int8_engine_makes_a_quantised_session_with_close_features():
+    encoder = onnx_encoder.OnnxEncoder("tiny-bert", "encoder", layer=None, max_length=32, quantize=True)
+    assert encoder.session.get_providers() == ["CPUExecutionProvider"]
+    assert "-int8-" in encoder.path.name and encoder.path.is_file()
+    assert encoder.path != onnx_encoder.model_path("tiny-bert", "encoder", None, 32, quantize=False)
+    reference, got = extract("tiny-bert", "encoder", "torch"), extract("tiny-bert", "encoder", "onnx-int8")
+    cosine = (reference * got).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(got, axis=1)
+    assert cosine.min() > 0.99
+
+
+def test_export_is_cached_on_disk_and_reused(monkeypatch):
+    first = onnx_encoder.OnnxEncoder("tiny-bert", "encoder", layer=1, max_length=24)
+    stamp = first.path.stat().st_mtime_ns
+    assert first.path.parent == features.cache_root() / "onnx"
+    assert not list(first.path.parent.glob(".*.tmp.onnx"))     # written through a temporary file
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+    monkeypatch.setattr(onnx_encoder.torch.onnx, "export", no_export)
+    again = onnx_encoder.OnnxEncoder("tiny-bert", "encoder", layer=1, max_length=24)
+    assert again.path == first.path and again.path.stat().st_mtime_ns == stamp
+    # another layer, length or precision is another file
+    assert len({onnx_encoder.model_path("tiny-bert", "encoder", layer, length, q)
+                for layer, length, q in [(1, 24, False), (2, 24, False), (1, 32, False), (1, 24, True)]}) == 4
+
+
+@pytest.mark.parametrize("name", ["knn", "lookahead-mlm"])
+def test_a_router_scored_through_onnx_ranks_like_torch(name, engine_reset):
+    options = dict(backbone="tiny-bert", max_length=32, progress=False)
+    if name != "knn":
+        options.update(epochs=2, batch_size=8, eval_every=4, lr=3e-3, hidden=16, m=8)
+    router = make_router(name, **options).fit(topic_dataset())
+    reference = router.score(TEXTS)
+    for engine in ("onnx", "onnx-int8"):
+        engine_reset(engine)
+        got = router.score(TEXTS)
+        np.testing.assert_array_equal(got.argmax(1), reference.argmax(1))
+        np.testing.assert_allclose(got, reference, atol=1e-4 if engine == "onnx" else 2e-2)
+
+
+def test_use_engine_gives_one_shared_extractor_per_engine(engine_reset):
+    torch_one = shared_extractor("tiny-bert", "encoder", 32)
+    engine_reset("onnx")
+    onnx_one = shared_extractor("tiny-bert", "encoder", 32)
+    assert torch_one.engine == "torch" and onnx_one.engine == "onnx" and onnx_one is not torch_one
+    assert onnx_one.cache_dir != torch_one.cache_dir              # close features, not equal ones
+    assert shared_extractor("tiny-bert", "encoder", 32, engine="torch") is torch_one
+    onnx_one.prepare()
+    assert onnx_one._onnx is not None and onnx_one._backbone is None   # no torch weights kept
+    with pytest.raises(RouterError, match="unknown feature engine 'tensorrt'"):
+        engine_reset("tensorrt")
+
+
+def test_a_backbone_that_cannot_be_exported_is_named(tmp_path):
+    from transformers import ModernBertConfig
+    folder = tmp_path / "my-modernbert"
+    ModernBertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32).save_pretrained(folder)
+    with pytest.raises(RouterError, match=r"backbone '.*my-modernbert' \(modernbert, encoder\) cannot run "
+                                          r"on the onnx engines.*use the torch engine"):
+        FeatureExtractor(str(folder), "encoder", engine="onnx")
+
+
+def test_auto_is_onnx_where_the_backbone_exports_and_no_gpu(tmp_path):
+    from transformers import ModernBertConfig
+    folder = tmp_path / "my-modernbert"
+    ModernBertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32).save_pretrained(folder)
+    expected = "torch" if torch.cuda.is_available() else "onnx"
+    assert FeatureExtractor("tiny-bert", "encoder", engine="auto", cache=False).engine == expected
+    assert FeatureExtractor(str(folder), "encoder", engine="auto", cache=False).engine == "torch"
+
+
+def test_serve_takes_the_engine_from_the_config_and_the_command_line(tmp_path, engine_reset):
+    from typer.testing import CliRunner
+
+    from lookahead_router.cli.main import app
+    from lookahead_router.serving.config import ConfigError, load_config
+    path = tmp_path / "models.yaml"
+    path.write_text(json.dumps({"engine": "onnx-int8", "models": {"m": {"base_url": "http://localhost:1/v1"}}}))
+    assert load_config(path).engine == "onnx-int8"
+    path.write_text(json.dumps({"models": {"m": {"base_url": "http://localhost:1/v1"}}}))
+    assert load_config(path).engine == "auto"
+    path.write_text(json.dumps({"engine": "tensorrt", "models": {"m": {"base_url": "http://localhost:1/v1"}}}))
+    with pytest.raises(ConfigError, match="engine"):
+        load_config(path)
+    path.write_text(json.dumps({"models": {"m": {"base_url": "http://localhost:1/v1"}}}))
+    # the option is checked before any router is loaded
+    result = CliRunner().invoke(app, ["serve", "--config", str(path), "--router", str(tmp_path / "none"),
+                                      "--engine", "tensorrt"])
+    assert result.exit_code == 2 and "unknown feature engine 'tensorrt'" in result.output
+
+
+def test_serve_exports_at_start_up_before_listening(tmp_path, monkeypatch, engine_reset):
+    """`lookahead serve --engine onnx`: the graph is exported (or read) during start-up, and the
+    router's extractor runs on ONNX Runtime by the time the server would listen."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lookahead_router.cli.main import app
+    router = make_router("knn", backbone="tiny-bert", max_length=40, progress=False).fit(topic_dataset())
+    router.save(tmp_path / "router")
+    path = tmp_path / "models.yaml"
+    path.write_text(json.dumps({"models": {c: {"base_url": "http://localhost:1/v1"} for c in router.candidates}}))
+    expected = onnx_encoder.model_path("tiny-bert", "encoder", None, 40, quantize=False)
+    expected.unlink(missing_ok=True)
+    listened = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: listened.append(expected.is_file()))
+    result = CliRunner().invoke(app, ["serve", "--config", str(path), "--router", str(tmp_path / "router"),
+                                      "--engine", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert listened == [True] and "encoder on onnx" in result.output
+    assert shared_extractor("tiny-bert", "encoder", 40, engine="onnx")._onnx is not None

@@ -13,6 +13,7 @@ carrying an error event).
     .venv/bin/python bench/proxy_load.py [--clients 200] [--seconds 60] [--data runs/paper.parquet]
         [--router DIR] [--chunks 16] [--chunk-delay-ms 10] [--out NAME]
         [--phases direct,pass-through,routed,litellm] [--litellm .venv-litellm/bin/litellm]
+        [--engine auto|torch|onnx|onnx-int8]
 
 Writes bench/results/<NAME>.json and .md (default NAME: proxy_load_<device>). Upstream, proxy
 and clients share the machine, so on a small CPU they compete for it; the report says so. Each
@@ -130,10 +131,20 @@ async def warm_up(url: str, model: str) -> None:
                                    f"{response.text[:300]}")
 
 
-def run_phase(label: str, url: str, model: str, prompts: list[str], args) -> dict:
+def run_phase(label: str, url: str, model: str, prompts: list[str], args, processes: dict) -> dict:
+    """One phase's load, with the CPU time each process (``processes``: name -> Popen; the load
+    generator is added as "clients") spent on it, per request and in cores: where the time goes."""
+    import psutil
     print(f"{label}: {args.clients} clients x {args.seconds:.0f} s ...", flush=True)
     asyncio.run(warm_up(url, model))
-    return asyncio.run(load(url, model, prompts, args.clients, args.seconds))
+    watched = {name: psutil.Process(proc.pid) for name, proc in processes.items()}
+    watched["clients"] = psutil.Process()
+    before = {name: sum(p.cpu_times()[:2]) for name, p in watched.items()}
+    result = asyncio.run(load(url, model, prompts, args.clients, args.seconds))
+    spent = {name: sum(p.cpu_times()[:2]) - before[name] for name, p in watched.items()}
+    result["cpu"] = {name: {"ms_per_request": 1000 * s / max(result["requests"], 1),
+                            "cores": s / result["wall_s"]} for name, s in spent.items()}
+    return result
 
 
 def _percentiles(seconds: list[float]) -> dict:
@@ -216,6 +227,8 @@ def main() -> None:
                         help=f"comma-separated, among {', '.join(PHASES)} (direct is required)")
     parser.add_argument("--litellm", type=Path, default=LITELLM,
                         help="LiteLLM's executable (default: .venv-litellm's, `make litellm-peer`)")
+    parser.add_argument("--engine", default="auto", help="`lookahead serve --engine`: what runs the router's "
+                        "encoder")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
@@ -252,22 +265,26 @@ def main() -> None:
     procs.append(upstream)
     try:
         wait_until_serving(f"{up_url}/docs", upstream)
-        results["direct"] = run_phase("direct", f"{up_url}/v1/chat/completions", "up-0", prompts, args)
+        results["direct"] = run_phase("direct", f"{up_url}/v1/chat/completions", "up-0", prompts, args,
+                                      {"upstream": upstream})
         if ours:
             config = {"models": {c: {"base_url": f"{up_url}/v1", "model": f"up-{i}", "timeout_s": 30}
                                  for i, c in enumerate(router.candidates)},
                       "concurrency": args.clients + 56, "request_log": str(work / "requests.sqlite")}
             (work / "models.yaml").write_text(json.dumps(config))  # JSON is YAML
             proxy = subprocess.Popen([str(BIN / "lookahead"), "serve", "--router", str(router_dir),
-                                      "--config", str(work / "models.yaml"), "--port", str(proxy_port)],
+                                      "--engine", args.engine, "--config", str(work / "models.yaml"),
+                                      "--port", str(proxy_port)],
                                      env=env, stdout=subprocess.DEVNULL)
             procs.append(proxy)
             wait_until_serving(f"http://127.0.0.1:{proxy_port}/health", proxy)
             url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
             if "pass-through" in phases:
-                results["pass_through"] = run_phase("pass-through", url, router.candidates[0], prompts, args)
+                results["pass_through"] = run_phase("pass-through", url, router.candidates[0], prompts, args,
+                                                    {"upstream": upstream, "proxy": proxy})
             if "routed" in phases:
-                results["routed"] = run_phase("routed", url, "lookahead", prompts, args)
+                results["routed"] = run_phase("routed", url, "lookahead", prompts, args,
+                                              {"upstream": upstream, "proxy": proxy})
             metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
             stop(proxy)  # not competing for the CPU with LiteLLM's phase
         if "litellm" in phases:
@@ -280,7 +297,7 @@ def main() -> None:
                 print((work / "litellm.log").read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise
             results["litellm"] = run_phase("litellm", f"http://127.0.0.1:{litellm_port}/v1/chat/completions",
-                                           "up-0", prompts, args)
+                                           "up-0", prompts, args, {"upstream": upstream, "proxy": peer})
             stop(peer)
     finally:
         for proc in reversed(procs):
@@ -301,7 +318,8 @@ def main() -> None:
     result = {
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (upstream, proxy and clients share it)",
         "clients": args.clients, "seconds": args.seconds, "phases": phases,
-        "router": router.name if router else None, "router_dir": str(router_dir) if router_dir else None,
+        "router": router.name if router else None, "engine": args.engine,
+        "router_dir": str(router_dir) if router_dir else None,
         "candidates": router.candidates if router else None,
         "fake_upstream": {"chunks": args.chunks, "chunk_delay_ms": args.chunk_delay_ms},
         **results,
@@ -377,6 +395,14 @@ def markdown(r: dict) -> str:
                   f"ours on uvicorn {v['ours_uvicorn']}.", ""]
     elif r.get("litellm_skipped"):
         lines += [f"LiteLLM phase skipped: {r['litellm_skipped']}.", ""]
+    cpu_rows = [f"| {labels[phase]} | " + " | ".join(
+        f"{x['cpu'][who]['ms_per_request']:.2f} ({x['cpu'][who]['cores']:.2f})" if who in x["cpu"] else ""
+        for who in ("proxy", "upstream", "clients")) + " |"
+        for phase in labels if (x := r.get(phase)) is not None and "cpu" in x]
+    if cpu_rows:
+        lines += ["Where the CPU goes: ms of CPU per request (cores in use) of each process, per phase:", "",
+                  "| | proxy (ours or LiteLLM) | fake upstream | load generator |", "|---|---:|---:|---:|",
+                  *cpu_rows, ""]
     if (ri := r.get("router_inference_ms")) is not None:
         lines += [f"Router inference inside the proxy (queueing for a batch included): p50 {ri['p50']:.1f} "
                   f"ms, p99 {ri['p99']:.1f} ms; mean batch {r['router_mean_batch']:.1f} prompts.", ""]

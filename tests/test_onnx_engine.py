@@ -31,7 +31,11 @@ def extract(spec, kind, engine, layer=None):
 
 
 @pytest.mark.parametrize("spec, kind", [("tiny-bert", "encoder"), ("tiny-llama", "causal")])
-def test_onnx_pooled_vectors_match_torch(spec, kind):
+def test_onnx_pooled_vectors_match_torch(spec, kind, monkeypatch):
+    from lookahead_router.routers.backbones import load_tokenizer
+    # The tokenizer object is shared in the process; someone else may have set it to pad left
+    # (generation does). The extractor pads right whatever the object says.
+    monkeypatch.setattr(load_tokenizer(spec, kind), "padding_side", "left")
     reference, got = extract(spec, kind, "torch"), extract(spec, kind, "onnx")
     assert got.dtype == np.float32 and got.shape == reference.shape
     np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5)

@@ -146,8 +146,10 @@ def _transformers_generate(backbone, tasks: Sequence[Task], gen: GenerationConfi
                  for t in tasks]
     else:  # a base model: plain concatenation of the turns
         texts = ["\n\n".join(str(m.get("content") or "") for m in t.messages) for t in tasks]
-    tok.padding_side = "left"  # generation continues from the last position of every row
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not tok.chat_template)
+    # Left padding: generation continues from the last position of every row. Asked for per call:
+    # the tokenizer object is shared (cached), and the routers' feature extractors pad right.
+    enc = tok(texts, return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=not tok.chat_template)
     sample = gen.temperature > 0
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=gen.max_tokens, do_sample=sample,

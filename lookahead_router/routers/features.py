@@ -201,7 +201,7 @@ class FeatureExtractor:
                    disable=not (self.progress and persist))
         for n, start in enumerate(range(0, len(texts), self.batch_size)):
             idx = order[start:start + self.batch_size]
-            enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+            enc = tokenizer([texts[i] for i in idx], padding=True, padding_side="right", truncation=True,
                             max_length=length, return_tensors="np")
             vec = self._forward(enc["input_ids"], enc["attention_mask"])
             if self.tokens:   # each text's real tokens only

@@ -143,7 +143,7 @@ def export(spec: str, kind: str, layer: int | None, max_length: int) -> Path:
         raise RouterError(f"layer must lie in 0..{n_layers(backbone)} for backbone {spec!r}, got {layer}")
     part = _ExportedPart(backbone, layer).eval()
     # Two texts of different lengths: the trace then includes padding (no shape is special-cased).
-    enc = backbone.tokenizer(["a short text", "a slightly longer text to pad the other one"],
+    enc = backbone.tokenizer(["a short text", "a slightly longer text to pad the other one"], padding_side="right",
                              padding=True, return_tensors="pt")
     out_axes = {0: "batch", 1: "sequence"} if layer is not None else {0: "batch"}
     tmp = _atomic_target(path)

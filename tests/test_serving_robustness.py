@@ -166,6 +166,13 @@ def test_an_upstream_auth_error_is_the_deployments_fault(upstream, stream):
         assert metric(proxy, "lookahead_fallbacks_total", model="A", reason="HTTP 401") == 1
 
 
+def test_an_upstream_answer_that_is_not_a_completion_falls_back(upstream):
+    with BackgroundServer(create_app(KeywordRouter(), config(upstream, {"A": "garbage-a"}))) as proxy:
+        assert ask(client(proxy), MATH).model == "B"
+        assert metric(proxy, "lookahead_fallbacks_total", model="A",
+                      reason="a completion that is not a JSON object") == 1
+
+
 def test_a_truncated_upstream_stream_ends_with_an_error_event(upstream, tmp_path):
     log = tmp_path / "log.sqlite"
     cfg = config(upstream, {"A": "truncate-a"}, request_log=str(log))

@@ -4,7 +4,7 @@ without an LLM. What it does depends on the model id it is asked for:
     fail-*    answers HTTP 500            hang-*      never answers (stops when the caller leaves)
     reject-*  answers HTTP 400            truncate-*  streams two chunks, then ends the body
     denied-*  answers HTTP 401                        without a finish_reason or [DONE]
-    slow-*    streams 50 chunks 0.1 s apart
+    slow-*    streams 50 chunks 0.1 s apart   garbage-*   answers 200 with a JSON list
     anything else: "<model> answers: <prompt>" in ``chunks`` pieces (streamed or whole)
 
 ``app.state.received`` counts requests per model id; ``app.state.open`` counts answers still in
@@ -54,6 +54,8 @@ def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI
             return JSONResponse({"error": {"message": "Incorrect API key provided.",
                                            "type": "invalid_request_error", "code": "invalid_api_key"}},
                                 status_code=401)
+        if model.startswith("garbage"):
+            return JSONResponse([1, 2])
         if model.startswith("hang"):  # until the caller hangs up, as a real server notices
             with _open(app):
                 for _ in range(36000):

@@ -117,9 +117,12 @@ class HTTPUpstream:
             response.release()
         _raise_for_status(response.status, content)
         try:
-            return orjson.loads(content)
+            answer = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             raise UpstreamError("invalid JSON from upstream") from exc
+        if not isinstance(answer, dict):
+            raise UpstreamError("a completion that is not a JSON object")
+        return answer
 
     async def stream(self, body: dict) -> AsyncIterator[Event]:
         response = await self._post(body, stream=True)

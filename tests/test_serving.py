@@ -277,11 +277,16 @@ def test_no_request_is_lost_under_concurrency_with_fallbacks(upstream, tmp_path)
     assert {json.loads(line)["prompt"] for line in out.read_text().splitlines()} == {r[0] for r in results}
 
 
-def test_replay_backend_answers_with_recorded_responses(tmp_path):
+def replay_setup(tmp_path):
+    """(dataset, config): every candidate replays a small routing dataset saved in ``tmp_path``."""
     from test_training import topic_dataset
     ds = topic_dataset(6)
     ds.save(tmp_path / "ds.parquet")
-    cfg = ServeConfig.model_validate({"models": {c: {"replay": str(tmp_path / "ds.parquet")} for c in CANDS}})
+    return ds, ServeConfig.model_validate({"models": {c: {"replay": str(tmp_path / "ds.parquet")} for c in CANDS}})
+
+
+def test_replay_backend_answers_with_recorded_responses(tmp_path):
+    ds, cfg = replay_setup(tmp_path)
     prompt = ds.queries["prompt"][0]
     with BackgroundServer(create_app(KeywordRouter(), cfg)) as proxy:
         c = client(proxy)

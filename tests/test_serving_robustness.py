@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from lookahead_router.serving.app import create_app
-from lookahead_router.serving.config import CircuitBreakerConfig, ServeConfig
+from lookahead_router.serving.config import CircuitBreakerConfig
 from lookahead_router.serving.fake_upstream import BackgroundServer, create_fake_upstream
 from lookahead_router.serving.fallback import FallbackChain
 from lookahead_router.serving.metrics import ProxyMetrics
 from lookahead_router.serving.upstream import UpstreamError, UpstreamRejected
-from test_serving import CANDS, CODE, MATH, KeywordRouter, ask, client, config
+from test_serving import CODE, MATH, KeywordRouter, ask, client, config, replay_setup
 
 SURROGATE = b'{"model": "%s", "messages": [{"role": "user", "content": "hi \\ud83d"}]}'
 JSON = {"content-type": "application/json"}
@@ -272,10 +272,7 @@ def test_models_retrieve_and_cors(upstream):
 
 
 def test_replay_honours_n_and_include_usage(tmp_path):
-    from test_training import topic_dataset
-    ds = topic_dataset(6)
-    ds.save(tmp_path / "ds.parquet")
-    cfg = ServeConfig.model_validate({"models": {c: {"replay": str(tmp_path / "ds.parquet")} for c in CANDS}})
+    ds, cfg = replay_setup(tmp_path)
     prompt = ds.queries["prompt"][0]
     with BackgroundServer(create_app(KeywordRouter(), cfg)) as proxy:
         c = client(proxy)

@@ -116,13 +116,7 @@ class HTTPUpstream:
         finally:
             response.release()
         _raise_for_status(response.status, content)
-        try:
-            answer = orjson.loads(content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("invalid JSON from upstream") from exc
-        if not isinstance(answer, dict):
-            raise UpstreamError("a completion that is not a JSON object")
-        return answer
+        return _json_object(content, "completion")
 
     async def stream(self, body: dict) -> AsyncIterator[Event]:
         response = await self._post(body, stream=True)
@@ -149,12 +143,7 @@ class HTTPUpstream:
             response.release()
 
     def _event(self, raw: bytes) -> Event:
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError("invalid JSON event from upstream") from exc
-        if not isinstance(data, dict):
-            raise UpstreamError("a stream event that is not a JSON object")
+        data = _json_object(raw, "stream event")
         if "error" in data:  # some servers report a failure mid-stream as an event
             raise UpstreamError(f"error event: {str(data['error'])[:200]}")
         if data.get("model") == self.name:
@@ -163,6 +152,17 @@ class HTTPUpstream:
             if theirs in raw:
                 return Event(data, raw.replace(theirs, ours, 1))
         return Event(data)  # an unexpected model field: re-serialised with the candidate's name
+
+
+def _json_object(raw: bytes, what: str) -> dict:
+    """``raw`` as a JSON object; anything else is the upstream's failure, worth a fallback."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"invalid JSON {what} from upstream") from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(f"a {what} that is not a JSON object")
+    return data
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -178,10 +178,10 @@ def quantized(spec: str, kind: str, layer: int | None, max_length: int) -> Path:
     quiet.setLevel(logging.ERROR)           # its advice to pre-process the model first
     try:
         # The weight matrices of the linear layers, one scale per output channel (one scale per
-        # matrix moved MiniLM's pooled vectors to a mean cosine of 0.95 with torch's; per
-        # channel: 0.993). The feed-forward down-projections stay fp32: their inputs (after the
-        # activation function) have the outliers that per-call activation scales clip worst
-        # (0.996 without them). Embedding tables and norms stay fp32 (little time, much drift).
+        # matrix moved MiniLM's pooled vectors much further from torch's, tried while building
+        # this). The feed-forward down-projections stay fp32: their inputs (after the activation
+        # function) have the outliers that per-call activation scales clip worst. Embedding
+        # tables and norms stay fp32 (little time, much drift).
         quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
                          per_channel=True, nodes_to_exclude=_down_projections(source))
         os.replace(tmp, path)

@@ -153,9 +153,14 @@ def num_layers(spec: str | None, kind: str) -> int:
 def effective_max_length(backbone: Backbone, requested: int) -> int:
     """Inputs are truncated to the requested length, capped by the backbone's position limit
     (documented truncation: the start of the prompt is kept)."""
+    return truncation_length(requested, backbone.max_positions)
+
+
+def truncation_length(requested: int, position_limit: int) -> int:
+    """``effective_max_length`` from the position limit alone (``max_positions``: no weights)."""
     if requested < 1:
         raise RouterError(f"max_length must be positive, got {requested}")
-    return min(requested, backbone.max_positions)
+    return min(requested, position_limit)
 
 
 def pooled_hidden(backbone: Backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -30,8 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, Backbone, effective_max_length, load_backbone,
-                                                load_tokenizer, max_positions, pooled_hidden)
-from lookahead_router.routers.base import RouterError
+                                                load_tokenizer, max_positions, pooled_hidden, truncation_length)
 from lookahead_router.routers.onnx_encoder import (EXPORT_VERSION, ONNX_INT8, TORCH, OnnxEncoder, check_engine,
                                                    check_exportable, resolve_engine)
 from lookahead_router.routers.trunk import lower_states
@@ -137,12 +136,11 @@ class FeatureExtractor:
         if self.engine == TORCH:
             bb = self.backbone
             return bb.tokenizer, effective_max_length(bb, self.max_length)
-        if self.max_length < 1:
-            raise RouterError(f"max_length must be positive, got {self.max_length}")
+        length = truncation_length(self.max_length, max_positions(self.spec, self.kind))
         tokenizer = load_tokenizer(self.spec, self.kind)
         if tokenizer.pad_token is None:   # as load_backbone pads: with the end-of-text token
             tokenizer.pad_token = tokenizer.eos_token
-        return tokenizer, min(self.max_length, max_positions(self.spec, self.kind))
+        return tokenizer, length
 
     def _load_cache(self) -> None:
         if self._loaded or self.cache_dir is None:

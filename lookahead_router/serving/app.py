@@ -58,6 +58,7 @@ class Proxy:
         self.session = UpstreamSession(pool=config.concurrency + 16)
         upstreams = {name: make_upstream(name, up, self.session) for name, up in config.models.items()}
         self.fallback = FallbackChain(upstreams, config.circuit_breaker, config.max_attempts, self.metrics)
+        self.model_names = [ROUTED_MODEL, *upstreams]
         self.log = RequestLog(config.request_log, config.log_prompts) if config.request_log else None
         self.batcher = RouteBatcher(router, config.prices(), config.batch.max_size, config.batch.max_wait_ms,
                                     on_batch=self.metrics.router_batch.observe)
@@ -84,13 +85,10 @@ class Proxy:
         return Admission(self.slots, self.config.concurrency, self.config.queue_timeout_s,
                          self.metrics, self.log)
 
-    def model_names(self) -> list[str]:
-        return [ROUTED_MODEL, *self.fallback.upstreams]
-
     def check_model(self, name: str) -> None:
-        if name not in self.model_names():
+        if name not in self.model_names:
             raise OpenAIError(404, f"The model '{name}' does not exist; this proxy serves "
-                              f"{self.model_names()}", code="model_not_found", param="model")
+                              f"{self.model_names}", code="model_not_found", param="model")
 
     async def decide(self, prompt: str, cost_weight: float | None) -> tuple[RouteDecision, float]:
         start = time.perf_counter()
@@ -140,7 +138,7 @@ class Proxy:
                 "ranking": decision.ranking(), "router_ms": seconds * 1000}
 
     def models(self) -> dict:
-        return {"object": "list", "data": [_model_card(n) for n in self.model_names()]}
+        return {"object": "list", "data": [_model_card(n) for n in self.model_names]}
 
     def model(self, model_id: str) -> dict:
         self.check_model(model_id)

@@ -9,7 +9,7 @@ LOOKAHEAD_DATA ?= ../shared/lookahead-data
 export LOOKAHEAD_DATA
 DATASET ?= runs/paper.parquet
 
-.PHONY: demo test benchmark quality collect-demo verify-release install clean litellm-peer
+.PHONY: demo test benchmark quality analyze collect-demo verify-release install clean litellm-peer
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,24 @@ quality: $(DATASET)
 	    --out runs/quality_cpu_cv5 --export bench/results/quality_cpu_cv5
 	$(BIN)/lookahead benchmark --data $(DATASET) --preset cpu --protocol lobo --routers $(LOBO_ROUTERS) \
 	    --out runs/quality_cpu_lobo --export bench/results/quality_cpu_lobo
+
+# The paper's analyses of the cpu-preset quality run (`make quality`, or any part of it that has
+# finished: the analyses use the routers it holds) and the HTML report. shares, difficulty, cost
+# and cases read the saved decisions (seconds); sweep, efficiency and pool train again under the
+# run's settings (about 45 min on 2 cores with these folds; each resumes by fold from
+# runs/analyses-work/).
+BENCH ?= runs/quality_cpu_cv5
+ANALYSES ?= bench/results/analyses
+ANALYZE = $(BIN)/lookahead analyze --bench $(BENCH) --data $(DATASET) --out $(ANALYSES)
+analyze: $(DATASET)
+	$(ANALYZE) shares
+	$(ANALYZE) difficulty
+	$(ANALYZE) cost --config examples/replay.yaml --curves lookahead-mlm,mlc-mlm
+	$(ANALYZE) cases
+	$(ANALYZE) sweep --folds 0
+	$(ANALYZE) efficiency --router lookahead-mlm
+	$(ANALYZE) pool --routers mlc-mlm,lookahead-mlm --folds 0 --router-cost bench/results/router_cost_engines_cpu.json
+	$(BIN)/lookahead report --bench $(BENCH) --analyses $(ANALYSES) --results bench/results --out bench/results/report.html
 
 # Collect routing data end to end without an LLM server: 100 GSM8K, MBPP and HumanEval prompts,
 # the paper's five candidates replaying their recorded responses (examples/collect.yaml), scored

@@ -186,6 +186,7 @@ def decide(
 
 # The other commands live beside this file; importing them registers them.
 from lookahead_router.cli import collect as _collect_commands  # noqa: E402,F401  (collect ...)
+from lookahead_router.cli import analyze as _analyze_commands  # noqa: E402,F401  (analyze, report)
 from lookahead_router.cli import route as _route_commands  # noqa: E402,F401  (route, calibrate)
 from lookahead_router.cli import serve as _serve_commands  # noqa: E402,F401  (serve, log export)
 from lookahead_router.cli import train as _train_commands  # noqa: E402,F401  (train, benchmark)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.data.splits import ProtocolError, make_folds
+from lookahead_router.data.splits import Fold, ProtocolError, make_folds
 from lookahead_router.evaluation.comparisons import Comparison, compare, comparisons_markdown
 from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
 from lookahead_router.evaluation.presets import Preset, load_preset
@@ -61,9 +61,17 @@ def _seeded(router: str) -> bool:
 def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, protocol: str = "cv5",
                   preset: str | Preset = "cpu", out_dir: str | Path = "runs/benchmark", seeds: Sequence[int] = (0,),
                   add_train: bool = True, overrides: dict | None = None, progress: bool = True,
-                  log: Callable[[str], None] = print, export: str | Path | None = None) -> tuple[Report, dict]:
+                  log: Callable[[str], None] = print, export: str | Path | None = None,
+                  folds: Sequence[int] | None = None, train_fraction: float = 1.0,
+                  decisions_dir: str | Path | None = None) -> tuple[Report, dict]:
     """Train and evaluate ``routers`` (default: the preset's); write report.json, report.md and
-    mu_n.png to ``out_dir`` (and copies to ``export``.json / .md / .png when given)."""
+    mu_n.png to ``out_dir`` (and copies to ``export``.json / .md / .png when given).
+
+    The analyses (``lookahead analyze``) narrow a run: ``folds`` keeps only those fold indices (the
+    report then covers their test rows), ``train_fraction`` trains on that share of each training
+    fold (stratified by source, the same rows for every router of a seed), and ``decisions_dir``
+    reads and writes the per-fold decisions elsewhere than ``out_dir/decisions``, so that a run
+    can reuse another run's finished folds."""
     preset = load_preset(preset) if isinstance(preset, str) else preset
     routers = list(routers or preset.default_routers)
     import lookahead_router.routers  # noqa: F401  (fills the registry)
@@ -79,26 +87,33 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
         raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     if preset.per_source:
         ds = subsample(ds, preset.per_source, 0)
+    if not 0.0 < train_fraction <= 1.0:
+        raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction}")
     kind, k = PROTOCOLS[protocol]
-    folds = {s: make_folds(ds, kind, k=k, seed=s, add_train=add_train) for s in seeds}
+    all_folds = {s: make_folds(ds, kind, k=k, seed=s, add_train=add_train) for s in seeds}
+    keep = range(len(all_folds[seeds[0]])) if folds is None else list(folds)
+    if not keep or any(not 0 <= i < len(all_folds[seeds[0]]) for i in keep):
+        raise ProtocolError(f"folds {list(keep)} outside the protocol's 0..{len(all_folds[seeds[0]]) - 1}")
+    folds = {s: [_train_share(ds, fs[i], train_fraction, s) for i in keep] for s, fs in all_folds.items()}
     for f in folds[seeds[0]]:
         if not len(f.train) or not len(f.test):
             raise ProtocolError(f"fold {f.name} has {len(f.train)} training and {len(f.test)} test rows")
     out_dir = Path(out_dir)
+    decisions_dir = Path(decisions_dir) if decisions_dir is not None else out_dir / "decisions"
     started = time.perf_counter()
     options = {r: {**preset.options(r), **(overrides or {}).get(r, {})} for r in routers}
     timings: dict[str, dict] = {r: {"fit_s": 0.0, "score_s": 0.0, "folds": {}} for r in routers}
     decisions: dict[str, list[Decisions]] = {r: [] for r in [*routers, TASK_BEST]}
     for router in routers:
-        _check_settings(out_dir / "decisions" / router, {
+        _check_settings(decisions_dir / router, {
             "options": options[router], "protocol": protocol, "add_train": add_train, "preset": preset.name,
-            "rows": len(ds)})
+            "rows": len(ds), **({"train_fraction": train_fraction} if train_fraction < 1 else {})})
     for seed in seeds:
         decisions[TASK_BEST].append(_join(TASK_BEST, [task_best_decisions(ds.subset(f.train), ds.subset(f.test))
                                                       for f in folds[seed]]))
         for router in routers:
             opts = {**options[router], "progress": progress, **({"seed": seed} if _seeded(router) else {})}
-            parts = [_fold_decisions(ds, router, opts, fold, out_dir / "decisions" / router / f"seed{seed}",
+            parts = [_fold_decisions(ds, router, opts, fold, decisions_dir / router / f"seed{seed}",
                                      timings[router], f"seed{seed}/{fold.name}", log) for fold in folds[seed]]
             decisions[router].append(_join(router, parts))
     reports = [evaluate(ds, decisions=[decisions[r][i] for r in [TASK_BEST, *routers]], progress=progress)
@@ -107,6 +122,7 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
     comparisons = compare(ds, report.benchmarks, decisions, headline_pairs(report, routers))
     meta = {"preset": preset.name, "preset_description": preset.description, "protocol": protocol,
             "add_train": add_train, "seeds": seeds, "folds": [f.name for f in folds[seeds[0]]],
+            "train_fraction": train_fraction, "candidates": list(ds.candidates),
             "router_options": options, "timings": timings, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "device": _device(), "dataset_rows": len(ds), "labels": _label_rules(options),
@@ -118,6 +134,17 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
         for name, suffix in (("report.json", ".json"), ("report.md", ".md"), ("mu_n.png", ".png")):
             shutil.copyfile(out_dir / name, export.with_name(export.name + suffix))
     return report, meta
+
+
+def _train_share(ds: RoutingDataset, fold: Fold, fraction: float, seed: int) -> Fold:
+    """``fold`` with ``fraction`` of its training rows, drawn per source (at least one each)."""
+    if fraction >= 1.0:
+        return fold
+    rng = np.random.default_rng(seed)
+    source = ds.queries["source"].to_numpy()[fold.train]
+    rows = [rng.permutation(fold.train[source == s])[:max(1, round(fraction * (source == s).sum()))]
+            for s in dict.fromkeys(source)]
+    return Fold(fold.name, np.sort(np.concatenate(rows)), fold.test)
 
 
 def _fold_decisions(ds: RoutingDataset, router: str, options: dict, fold, folder: Path, timing: dict,

@@ -50,6 +50,7 @@ class UpstreamConfig(_Strict):
     price_output: float = Field(0.0, ge=0)
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, gt=0)
     timeout_s: float = Field(60.0, gt=0)
+    params_b: Optional[float] = Field(None, gt=0)  # parameters in billions: `lookahead analyze cost` only
 
     @model_validator(mode="after")
     def _one_backend(self):

@@ -62,8 +62,8 @@ analyze: $(DATASET)
 	$(ANALYZE) cost --config examples/replay.yaml --curves lookahead-mlm,mlc-mlm
 	$(ANALYZE) cases
 	$(ANALYZE) sweep --folds 0
-	$(ANALYZE) efficiency --router lookahead-mlm
 	$(ANALYZE) pool --routers mlc-mlm,lookahead-mlm --folds 0 --router-cost bench/results/router_cost_engines_cpu.json
+	$(ANALYZE) efficiency --router lookahead-mlm
 	$(BIN)/lookahead report --bench $(BENCH) --analyses $(ANALYSES) --results bench/results --out bench/results/report.html
 
 # Collect routing data end to end without an LLM server: 100 GSM8K, MBPP and HumanEval prompts,

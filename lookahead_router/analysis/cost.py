@@ -72,7 +72,8 @@ def analyze_cost(run: BenchRun, out_dir: Path, prices: Mapping[str, Price], para
     notes = [f"cost: prompt + the chosen candidate's recorded response at {price_source}'s prices (4 characters per "
              "token), averaged over queries and seeds; params: the chosen candidate's params_b (the router's own "
              "parameters, under 0.2 B, are left out)",
-             "avg μn: the benchmark report's mean over seeds"]
+             "avg μn: the benchmark report's mean over seeds; Pareto: over the marked points (routers as run, "
+             "candidates, references), not the cost-weight curves"]
     if sweeps:
         notes.append(f"cost-weight curves ({', '.join(sweeps)}): `lookahead calibrate`'s sweep on seed "
                      f"{run.seeds[0]}'s scores")

@@ -83,7 +83,8 @@ def analyze_pool(rt: Retrainer, out_dir: Path, routers: Sequence[str], sizes: Se
                 summary.append({"size": k, "pool": list(pool), "router": r, "avg_mu_n": result[r][0],
                                 "avg_mu_n_std": result[r][1], "gflops": c.get("gflops"), "p50_ms": c.get("p50_ms")})
                 rows.append([k, ", ".join(pool), r, _pm(*result[r]), _num(c.get("gflops"), 2), _num(c.get("p50_ms"), 1)])
-    table = Table("μn by candidate pool", ["k", "pool", "router", "avg μn", "GFLOPs / query", "p50 ms (batch 1)"], rows)
+    table = Table("μn by candidate pool", ["k", "pool", "router", "avg μn", "GFLOPs / query",
+                                           "p50 ms (batch 1, all candidates)"], rows)
     _plot_lines({r: [(s["size"], s["avg_mu_n"], s["avg_mu_n_std"]) for s in summary if s["router"] == r and
                      (not all_subsets or s["pool"] == candidates[:s["size"]])] for r in routers},
                 "candidates in the pool (the first k)", out_dir / "pool.png")

@@ -64,17 +64,15 @@ class BenchRun:
                 decisions[router_dir.name] = per_seed
         if not decisions:
             raise AnalysisError(f"{folder}/decisions holds no finished router")
-        run = cls(folder, full.where(source=report["benchmarks"]), report, decisions)
-        run.decisions[TASK_BEST] = _task_best(full, report["run"])
-        covered = np.all([c >= 0 for cs in run.choices.values() for c in cs], axis=0)
+        decisions[TASK_BEST] = _task_best(full, report["run"])
         # Rows every router decided where every candidate answered: the rows the report scores.
-        run.ds = run.ds.subset(covered & run.ds.available.all(axis=1))
-        run.__dict__.pop("choices", None)
-        return run
+        ds = full.where(source=report["benchmarks"])
+        covered = np.all([d.choice_for(ds) >= 0 for per_seed in decisions.values() for d in per_seed], axis=0)
+        return cls(folder, ds.subset(covered & ds.available.all(axis=1)), report, decisions)
 
     @property
     def routers(self) -> list[str]:
-        """Trained routers in the run's order, then task-best."""
+        """The trained routers and task-best, in the report's order."""
         order = list(self.report["rows"])
         return sorted(self.decisions, key=lambda r: order.index(r) if r in order else len(order))
 

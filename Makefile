@@ -51,8 +51,8 @@ quality: $(DATASET)
 # The paper's analyses of the cpu-preset quality run (`make quality`, or any part of it that has
 # finished: the analyses use the routers it holds) and the HTML report. shares, difficulty, cost
 # and cases read the saved decisions (seconds); sweep, efficiency and pool train again under the
-# run's settings (about 45 min on 2 cores with these folds; each resumes by fold from
-# runs/analyses-work/).
+# run's settings (about an hour on 2 cores with these folds on a seed-0 run; each resumes by fold
+# from runs/analyses-work/).
 BENCH ?= runs/quality_cpu_cv5
 ANALYSES ?= bench/results/analyses
 ANALYZE = $(BIN)/lookahead analyze --bench $(BENCH) --data $(DATASET) --out $(ANALYSES)

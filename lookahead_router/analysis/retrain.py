@@ -6,9 +6,10 @@ preset, seeds and router options, so its numbers compare with the run's:
   λ = 0 ablation;
 - ``sweep`` (Figure 7): one option of a Lookahead router varied at a time (λ = rm_weight, m, alpha).
 
-Every point's decisions live under ``WORK/<point>/decisions`` (``--work``, default runs/analyses/KIND) and finished folds are reused, so
-an interrupted analysis resumes. A point identical to the run itself (the full pool, 100% of the
-data, a router's own option value) reads the run's decisions instead of training again.
+Every point's decisions live under ``WORK/<point>/decisions`` (``--work``, default
+runs/analyses-work/KIND) and finished folds are reused, so an interrupted analysis resumes. A point
+identical to the run itself (the full pool, 100% of the data, a router's own option value) reads
+the run's decisions instead of training again (and trains any fold the run lacks into them).
 """
 
 from __future__ import annotations

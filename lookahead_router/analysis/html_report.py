@@ -42,9 +42,11 @@ class Section:
     source: str = ""
 
 
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
 def _markdown(text: str) -> Markup:
-    md = MarkdownIt("commonmark", {"html": False}).enable("table")
-    return Markup(md.render(_IMAGE_LINE.sub("", text)))
+    return Markup(_MARKDOWN.render(_IMAGE_LINE.sub("", text)))
 
 
 def _figure(path: Path) -> Figure:

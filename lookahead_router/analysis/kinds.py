@@ -27,6 +27,8 @@ def run_analysis(kind: str, bench: str | Path, data: str | Path, out: str | Path
     """Run ``kind`` on the benchmark folder ``bench``; returns the analysis and its markdown file."""
     if kind not in KINDS:
         raise AnalysisError(f"unknown analysis {kind!r}; choose from {', '.join(KINDS)}")
+    if kind == "cost" and config is None:
+        raise AnalysisError("cost needs --config: a serving config (models.yaml) with the candidates' prices")
     from lookahead_router.data.dataset import RoutingDataset
     ds = RoutingDataset.load(data)
     run = BenchRun.load(bench, ds)
@@ -55,8 +57,6 @@ def run_analysis(kind: str, bench: str | Path, data: str | Path, out: str | Path
     else:
         from lookahead_router.analysis.cost import analyze_cost
         from lookahead_router.serving.config import load_config
-        if config is None:
-            raise AnalysisError("cost needs --config: a serving config (models.yaml) with the candidates' prices")
         models = load_config(config).models
         analysis = analyze_cost(run, out_dir, {n: m.price for n, m in models.items()},
                                 {n: m.params_b for n, m in models.items()}, routers or None, curves,

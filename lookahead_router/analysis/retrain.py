@@ -34,12 +34,11 @@ class Retrainer:
 
     def __init__(self, run: BenchRun, data: RoutingDataset, work_dir: Path, seeds: Sequence[int] | None = None,
                  folds: Sequence[int] | None = None, log: Callable[[str], None] = print, progress: bool = True):
-        self.run, self.data, self.work_dir, self.log, self.progress = run, data, Path(work_dir), log, progress
+        self.run, self.work_dir, self.log, self.progress = run, Path(work_dir), log, progress
         self.meta = run.report["run"]
+        self.data = data.select_candidates(self.meta.get("candidates", data.candidates))
         self.seeds = list(seeds or self.meta["seeds"])
         self.folds = None if folds is None else list(folds)
-        candidates = self.meta.get("candidates", data.candidates)
-        self.data = data.select_candidates(candidates)
 
     def options(self, router: str) -> dict:
         if router not in self.meta["router_options"]:

@@ -57,9 +57,7 @@ class BenchRun:
                 files = [router_dir / f"seed{seed}" / f"{fold}.jsonl" for fold in report["run"]["folds"]]
                 parts = [Decisions.load(f) for f in files if f.is_file()]
                 if parts:
-                    per_seed.append(Decisions(router_dir.name, [i for p in parts for i in p.ids],
-                                              [m for p in parts for m in p.models],
-                                              [s for p in parts for s in p.scores]))
+                    per_seed.append(Decisions.concat(router, parts))
             if len(per_seed) == len(report["run"]["seeds"]) and router_dir.is_dir():  # else reference or unfinished
                 decisions[router_dir.name] = per_seed
         if not decisions:
@@ -118,7 +116,7 @@ def _task_best(full: RoutingDataset, run: dict) -> list[Decisions]:
     for seed in run["seeds"]:
         parts = [task_best_decisions(full.subset(f.train), full.subset(f.test))
                  for f in make_folds(full, kind, k=k, seed=seed, add_train=run["add_train"]) if f.name in run["folds"]]
-        out.append(Decisions(TASK_BEST, [i for p in parts for i in p.ids], [m for p in parts for m in p.models]))
+        out.append(Decisions.concat(TASK_BEST, parts))
     return out
 
 

@@ -109,13 +109,13 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
             "options": options[router], "protocol": protocol, "add_train": add_train, "preset": preset.name,
             "rows": len(ds), **({"train_fraction": train_fraction} if train_fraction < 1 else {})})
     for seed in seeds:
-        decisions[TASK_BEST].append(_join(TASK_BEST, [task_best_decisions(ds.subset(f.train), ds.subset(f.test))
+        decisions[TASK_BEST].append(Decisions.concat(TASK_BEST, [task_best_decisions(ds.subset(f.train), ds.subset(f.test))
                                                       for f in folds[seed]]))
         for router in routers:
             opts = {**options[router], "progress": progress, **({"seed": seed} if _seeded(router) else {})}
             parts = [_fold_decisions(ds, router, opts, fold, decisions_dir / router / f"seed{seed}",
                                      timings[router], f"seed{seed}/{fold.name}", log) for fold in folds[seed]]
-            decisions[router].append(_join(router, parts))
+            decisions[router].append(Decisions.concat(router, parts))
     reports = [evaluate(ds, decisions=[decisions[r][i] for r in [TASK_BEST, *routers]], progress=progress)
                for i in range(len(seeds))]
     report = aggregate(reports)
@@ -177,11 +177,6 @@ def _fold_decisions(ds: RoutingDataset, router: str, options: dict, fold, folder
         timing["fit_s"] += fold_t["fit_s"]
         timing["score_s"] += fold_t["score_s"]
     return part
-
-
-def _join(name: str, parts: list[Decisions]) -> Decisions:
-    return Decisions(name, [i for p in parts for i in p.ids], [m for p in parts for m in p.models],
-                     [s for p in parts for s in p.scores])
 
 
 def headline_pairs(report: Report, routers: Sequence[str]) -> list[tuple[str, str]]:

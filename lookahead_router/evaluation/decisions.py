@@ -75,6 +75,12 @@ class Decisions:
             raise DecisionsError(f"{path}: no decisions")
         return cls(name or path.stem, ids, models, scores)
 
+    @classmethod
+    def concat(cls, name: str, parts: list["Decisions"]) -> "Decisions":
+        """One decisions set from disjoint parts (e.g. the folds of a protocol)."""
+        return cls(name, [i for p in parts for i in p.ids], [m for p in parts for m in p.models],
+                   [s for p in parts for s in p.scores])
+
     def choice_for(self, ds: RoutingDataset) -> np.ndarray:
         """Candidate index per row of ``ds`` (-1 where this file has no decision)."""
         col = {c: j for j, c in enumerate(ds.candidates)}

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lookahead_router.precision import environment
+
 HERE = Path(__file__).parent
 
 
@@ -52,7 +54,7 @@ def main() -> None:
             walls, rss = [w for w, _ in runs], [r for _, r in runs]
             results[name] = {"wall_s": {"min": min(walls), "median": statistics.median(walls), "max": max(walls)},
                              "peak_rss_mib": max(rss), "runs": args.repeat}
-    meta = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "python": platform.python_version()}
+    meta = {**environment(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / "import_release.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))

@@ -71,14 +71,13 @@ def run() -> None:
     parser.add_argument("--out", default="onnx_agreement_cpu")
     args = parser.parse_args()
     import onnxruntime
-    import torch
 
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.data.splits import make_folds
-    from lookahead_router.evaluation.benchmark import _device
     from lookahead_router.evaluation.decisions import Decisions
     from lookahead_router.evaluation.presets import load_preset
     from lookahead_router.evaluation.report import evaluate
+    from lookahead_router.precision import environment
     from lookahead_router.routers.base import make_router
     from lookahead_router.routers.features import use_engine
     from lookahead_router.routers.onnx_encoder import check_engine
@@ -131,8 +130,8 @@ def run() -> None:
         torch_mu = next(x["avg_mu_n"] for x in results if x["router"] == r["router"] and x["engine"] == engines[0])
         r["mu_n_gap"] = r["avg_mu_n"] - torch_mu
         r["passes"] = bool(r["same_choice_pct"] >= MIN_AGREEMENT and abs(r["mu_n_gap"]) <= MAX_MU_N_GAP)
-    meta = {"device": _device(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "preset": args.preset,
+    meta = {**environment(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "onnxruntime": onnxruntime.__version__, "preset": args.preset,
             "split": "fold 0 of cv5 (seed 0)", "train_prompts": len(train), "test_prompts": len(test),
             "test_prompts_by_benchmark": report.queries, "train_per_source": args.train_per_source,
             "test_per_source": args.test_per_source, "neural_epochs": args.epochs, "notes": report.notes, "timings_s": timings,
@@ -145,7 +144,8 @@ def run() -> None:
     subset = (f"at most {args.train_per_source} training prompts per benchmark" if args.train_per_source
               else "every training prompt")
     lines = [f"Engine agreement on {meta['device']} ({meta['machine']}): routers trained on the `{args.preset}` "
-             f"preset with the torch engine ({len(train)} prompts of cv5 folds 1-4, {subset}; neural routers "
+             f"preset with the torch engine in {meta['precision']} ({len(train)} prompts of cv5 folds 1-4, "
+             f"{subset}; neural routers "
              f"{args.epochs} epoch(s)), then routing the "
              f"{len(test)} held-out prompts of fold 0 with each engine. μn: the project's evaluation over "
              f"those prompts (benchmarks: {', '.join(f'{b} {n}' for b, n in report.queries.items())}).", "",

@@ -53,6 +53,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from lookahead_router.precision import environment
+
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
 PHASES = ("direct", "pass-through", "routed", "litellm")
@@ -316,6 +318,7 @@ def main() -> None:
                      for k in ("ttfb_ms", "total_ms")}
              for phase in ("pass_through", "routed") if phase in added and "litellm" in added}
     result = {
+        **environment(),   # the proxy's subprocess inherits the precision setting
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (upstream, proxy and clients share it)",
         "clients": args.clients, "seconds": args.seconds, "phases": phases,
         "router": router.name if router else None, "engine": args.engine,

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--pairs", default=PAIRS)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    from lookahead_router.analysis.kinds import ENVIRONMENT_KEYS
     from lookahead_router.analysis.run import BenchRun
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.data.labels import binary_labels
@@ -67,7 +68,8 @@ def main() -> None:
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     seeds = run.seeds
-    (out / f"{name}.json").write_text(json.dumps({"run": {"bench": str(args.bench), "seeds": seeds}, **rows},
+    (out / f"{name}.json").write_text(json.dumps({"run": {"bench": str(args.bench), "seeds": seeds, **{
+        k: run.report["run"].get(k) for k in ENVIRONMENT_KEYS}}, **rows},
                                                  indent=2) + "\n")
     lines = [f"Decision agreement in `{args.bench}` (every seed's out-of-fold decisions pooled).", ""]
     for title, table in rows.items():

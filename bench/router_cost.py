@@ -168,8 +168,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["LOOKAHEAD_CACHE"] = tempfile.mkdtemp(prefix="router-cost-cache-")   # nothing cached
     from lookahead_router.data.dataset import RoutingDataset
-    from lookahead_router.evaluation.benchmark import _device
     from lookahead_router.evaluation.presets import load_preset
+    from lookahead_router.precision import environment
     from lookahead_router.routers.features import use_engine
     from lookahead_router.routers.onnx_encoder import check_engine
 
@@ -221,16 +221,16 @@ def main() -> None:
                   f"{b['encoder']:.1f} / rest {b['rest']:.1f} ms)", flush=True)
             results.append(row)
         use_engine("torch")
-    device = _device()
     import onnxruntime
-    meta = {"device": device, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "preset": args.preset,
-            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "engines": engines,
+    meta = {**environment(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "preset": args.preset,
+            "onnxruntime": onnxruntime.__version__, "engines": engines,
             "load_average": os.getloadavg(), "command": " ".join(sys.argv)}
     name = args.out or f"router_cost_{args.preset}_{'gpu' if torch.cuda.is_available() else 'cpu'}"
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    lines = [f"Router cost, preset `{args.preset}`, on {device} ({meta['machine']}); "
+    lines = [f"Router cost, preset `{args.preset}`, on {meta['device']} ({meta['machine']}; torch engine in "
+             f"{meta['precision']}); "
              f"prompts never seen before, empty feature cache; engines {', '.join(engines)}.", "",
              "| router | engine | GFLOPs/query T=3 | T=4 | T=5 | latency p50 ms (batch 1) | p95 ms | "
              "throughput q/s (batch 64) | p50 ms: tokenizer / encoder / rest |",

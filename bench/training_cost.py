@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from lookahead_router.precision import environment
 
 HERE = Path(__file__).parent
 ROUTERS = ("mlc-mlm", "lookahead-mlm-norm", "lookahead-mlm")
@@ -73,12 +74,13 @@ def main() -> None:
             rows.append({"router": name, "layers": layers, "s_per_step": s, "fold_epoch_s": s * steps_per_fold,
                          "quality_run_h": s * steps_per_fold * QUALITY_FOLDS / 3600})
             print(rows[-1], flush=True)
-    meta = {"device": f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)", "batch_size": 64,
+    meta = {**environment(), "batch_size": 64,
             "steps_per_fold_epoch": steps_per_fold, "measured_steps": args.steps}
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{args.out}.json").write_text(json.dumps({"run": meta, "rows": rows}, indent=2) + "\n")
-    lines = [f"Training cost of the `cpu` preset's routers by trainable layers ({meta['device']}; batch 64; "
+    lines = [f"Training cost of the `cpu` preset's routers by trainable layers ({meta['device']}; torch engine in "
+             f"{meta['precision']}; batch 64; "
              f"{steps_per_fold} steps per cv5 fold and epoch)", "",
              "| router | trained layers | s / step | one fold, one epoch (s) | 22 folds of the quality run (h) |",
              "|---|---:|---:|---:|---:|"]

@@ -83,6 +83,35 @@ def feature_cache_dir(tmp_path_factory) -> Path:
         yield path
 
 
+@pytest.fixture(autouse=True)
+def restore_precision(monkeypatch):
+    """`lookahead --precision X` sets the process's precision (in the environment, for the
+    processes it starts): undo it after each test, keeping whatever the suite was started with."""
+    monkeypatch.setenv("LOOKAHEAD_PRECISION", os.environ.get("LOOKAHEAD_PRECISION", "auto"))
+
+
+def bf16_unavailable() -> str | None:
+    """Why this PyTorch cannot compute in bf16 on this host (None when it can, natively or not)."""
+    import torch
+    try:
+        x = torch.ones(4, 4, dtype=torch.bfloat16)
+        torch.nn.functional.layer_norm(x @ x, (4,))
+    except RuntimeError as exc:
+        return f"bf16 does not run on this host's PyTorch: {exc}"
+    return None
+
+
+@pytest.fixture(params=["fp32", "bf16"])
+def torch_precision(request, monkeypatch) -> str:
+    """Each precision of the torch engine in turn, forced for the test (the process setting
+    included) whatever the host CPU runs natively, so both code paths run on every machine; bf16
+    skips, with the reason, only where PyTorch cannot compute in it here at all."""
+    if request.param == "bf16" and bf16_unavailable():
+        pytest.skip(bf16_unavailable())
+    monkeypatch.setenv("LOOKAHEAD_PRECISION", request.param)
+    return request.param
+
+
 @pytest.fixture
 def fake_release(tmp_path) -> Path:
     return build_fake_release(tmp_path / "release")

@@ -19,6 +19,7 @@ from lookahead_router.analysis.retrain import efficiency_ratio
 from lookahead_router.cli.main import app
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.evaluation.benchmark import write_outputs
+from lookahead_router.precision import environment
 from lookahead_router.evaluation.decisions import Decisions
 from lookahead_router.evaluation.report import evaluate
 
@@ -71,7 +72,7 @@ def hand_built_bench(root: Path) -> tuple[Path, Path]:
     report = evaluate(ds, decisions=[tb, *decisions], benchmarks=["GSM8K", "Chat"])
     meta = {"preset": "hand-built", "preset_description": "by hand", "protocol": "split", "add_train": False,
             "seeds": [0], "folds": ["split"], "router_options": {}, "timings": {}, "wall_s": 1.0,
-            "peak_rss_mib": 1.0, "device": "CPU", "dataset_rows": len(ds), "labels": {}, "truncation": [],
+            "peak_rss_mib": 1.0, **environment(), "dataset_rows": len(ds), "labels": {}, "truncation": [],
             "candidates": CANDS}
     write_outputs(report, [], meta, bench, ["lookahead-mlm", "mlc-mlm"])
     return data, bench
@@ -90,7 +91,9 @@ def _analyze(kind: str, data: Path, bench: Path, out: Path, *extra: str) -> dict
 
 def test_shares_match_the_hand_counts(hand_bench, tmp_path):
     data, bench = hand_bench
-    got = _analyze("shares", data, bench, tmp_path / "an")["summary"]["shares"]["GSM8K"]
+    written = _analyze("shares", data, bench, tmp_path / "an")
+    assert written["environment"]["run"]["precision"] == environment()["precision"]   # what the run used
+    got = written["summary"]["shares"]["GSM8K"]
     assert got["lookahead-mlm"] == pytest.approx({"a": 50.0, "b": 100 / 6, "c": 100 / 3})
     assert got["mlc-mlm"] == pytest.approx({"a": 50.0, "b": 50.0, "c": 0.0})
     # oracle: r0 a, r1 b, r2 a+b, r3 a+b+c, r4 a+b+c (none correct), r5 c, split evenly
@@ -168,6 +171,12 @@ def test_analyze_errors_name_the_problem(hand_bench, tmp_path):
     assert nocfg.exit_code == 2 and "--config" in nocfg.output
     empty = runner.invoke(app, ["analyze", "shares", "--bench", str(tmp_path), "--data", str(data)])
     assert empty.exit_code == 2 and "no report.json" in empty.output
+    ran_in = json.loads((bench / "report.json").read_text())["run"]["precision"]
+    other = "fp32" if ran_in == "bf16" else "bf16"
+    mixed = runner.invoke(app, ["--precision", other, "analyze", "sweep", "--bench", str(bench), "--data", str(data),
+                                "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    assert mixed.exit_code == 2, mixed.output
+    assert f"was run with the torch engine in {ran_in}; this process computes in {other}" in mixed.output
 
 
 def test_report_is_one_self_contained_page(hand_bench, tmp_path):
@@ -186,7 +195,7 @@ def test_report_is_one_self_contained_page(hand_bench, tmp_path):
     assert not re.search(r"(https?:)?//[\w.-]+\.\w+/", html.replace("data:image/png;base64,", ""))   # no URL
     assert "<script" not in html and html.count("data:image/png;base64,") == 3   # mu_n, shares, difficulty
     for text in ("Routing shares per benchmark", "Wins, ties and losses", "Case study", "<td>47.1</td>",
-                 "lookahead-mlm", "hand-built"):
+                 "lookahead-mlm", "hand-built", f"{environment()['precision']} (setting "):
         assert text in html, text
     assert "<table" in html and "| knn |" not in html   # markdown rendered into tables
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

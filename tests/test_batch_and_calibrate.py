@@ -122,6 +122,10 @@ def test_crash_inside_a_run_loses_at_most_the_batch(router_dir, tmp_path):
     ('{"id": "x", "messages": [{"role": "system", "content": "hi"}]}', "no user message"),
     ('{"id": "q0", "prompt": "again"}', "duplicate id 'q0'"),
     ('{"id": "x", "prompt": 3}', "'prompt' must be a string"),
+    # nested past the limit (900 levels), and past the standard library's recursion limit
+    ('{"id": "x", "prompt": "a", "meta": ' + "[" * 900 + "]" * 900 + "}", "'meta' nests arrays or objects "
+     "more than 64 levels deep"),
+    ('{"id": "x", "messages": ' + '[{"c": ' * 50_000 + "1" + "}]" * 50_000 + "}", "'messages' nests"),
 ])
 def test_malformed_input_names_file_and_line_and_leaves_output_alone(router_dir, tmp_path, line, message):
     inp = write_lines(tmp_path / "bad.jsonl", ['{"id": "q0", "prompt": "fine"}', "", line])

@@ -41,6 +41,10 @@ def test_smoke_benchmark_trains_every_router_over_seeds_and_writes_the_report(fa
     assert report["run"]["seeds"] == [0, 1] and report["seeds"] == 2
     assert report["run"]["preset"] == "smoke" and len(report["run"]["folds"]) == 5
     assert set(report["run"]["labels"].values()) == {"relative"}
+    # the figures name the precision and the CPU they were computed with
+    from lookahead_router.precision import cpu_flags, resolve_precision
+    assert report["run"]["precision"] == resolve_precision() and report["run"]["cpu_flags"] == cpu_flags()
+    assert report["run"]["precision_setting"] in ("auto", "fp32", "bf16")
     pairs = {(c["a"], c["b"]) for c in report["comparisons"]}
     assert {("lookahead-mlm", "lookahead-mlm-norm"), ("lookahead-mlm", TASK_BEST),
             ("lookahead-clm", "lookahead-clm-norm"), ("lookahead-mlm", "mlc-mlm")} <= pairs
@@ -68,6 +72,11 @@ def test_smoke_benchmark_trains_every_router_over_seeds_and_writes_the_report(fa
     other = runner.invoke(app, ["benchmark", "--data", str(fake_parquet), "--preset", "smoke",
                                 "--routers", "knn", "--set", "knn.k=3", "--out", str(out)])
     assert other.exit_code == 2 and "other settings" in other.output
+    # ... nor decisions made in another precision: the message says which setting differs
+    flip = "fp32" if report["run"]["precision"] == "bf16" else "bf16"
+    other = runner.invoke(app, ["--precision", flip, "benchmark", "--data", str(fake_parquet), "--preset", "smoke",
+                                "--routers", "knn", "--out", str(out)])
+    assert other.exit_code == 2 and f"precision: '{report['run']['precision']}' there, '{flip}' now" in other.output
 
 
 def test_benchmark_bad_input(fake_dataset, fake_parquet, tmp_path):

@@ -49,6 +49,10 @@ def test_decisions_file_round_trip_and_errors(fake_dataset, tmp_path):
     bad.write_text('{"id": "GSM8K/0", "model": "model-a"}\n{"id": "GSM8K/0", "model": "model-b"}\n')
     with pytest.raises(DecisionsError, match="duplicate id"):
         Decisions.load(bad)
+    for depth in (65, 100_000):   # past the nesting limit; past Python's recursion limit
+        bad.write_text('{"id": "GSM8K/0", "model": "model-a", "scores": ' + "[" * depth + "]" * depth + "}\n")
+        with pytest.raises(DecisionsError, match=r"bad.jsonl:1: 'scores' nests arrays or objects more than 64"):
+            Decisions.load(bad)
     with pytest.raises(DecisionsError, match="not candidates"):
         Decisions("y", ["GSM8K/0"], ["gpt-9"]).choice_for(fake_dataset)
 

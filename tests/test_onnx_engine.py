@@ -1,4 +1,8 @@
-"""The onnx feature engines (ONNX Runtime on CPU) against the torch reference, on tiny models."""
+"""The onnx feature engines (ONNX Runtime on CPU) against the torch reference, on tiny models.
+
+ONNX Runtime computes in fp32. Each agreement test names the torch engine's precision it checks
+(``torch_precision``: fp32 and bf16, forced whatever the host CPU runs natively) and holds it to
+the tolerance that precision justifies (``test_precision.assert_agree``)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import torch
 from lookahead_router.routers import features, onnx_encoder
 from lookahead_router.routers.base import RouterError, make_router
 from lookahead_router.routers.features import FeatureExtractor, shared_extractor
+from test_precision import assert_agree
 from test_training import topic_dataset
 
 TEXTS = ["solve the equation 3 x + 1 = 7", "write a python function that sorts a list of numbers", "hi",
@@ -25,30 +30,34 @@ def engine_reset(monkeypatch):
     return features.use_engine
 
 
-def extract(spec, kind, engine, layer=None):
-    return FeatureExtractor(spec, kind, max_length=32, progress=False, layer=layer, cache=False,
-                            engine=engine)(TEXTS)
+def extract(spec, kind, engine, layer=None, precision=None):
+    extractor = FeatureExtractor(spec, kind, max_length=32, progress=False, layer=layer, cache=False,
+                                 engine=engine, precision=precision)
+    if engine == "torch" and precision is not None:   # the precision asked for is the one computed in
+        assert extractor.precision == precision and extractor.backbone.model.dtype == extractor.dtype
+    return extractor(TEXTS)
 
 
 @pytest.mark.parametrize("spec, kind", [("tiny-bert", "encoder"), ("tiny-llama", "causal")])
-def test_onnx_pooled_vectors_match_torch(spec, kind, monkeypatch):
+def test_onnx_pooled_vectors_match_torch(spec, kind, torch_precision, monkeypatch):
     from lookahead_router.routers.backbones import load_tokenizer
     # The tokenizer object is shared in the process; someone else may have set it to pad left
     # (generation does). The extractor pads right whatever the object says.
     monkeypatch.setattr(load_tokenizer(spec, kind), "padding_side", "left")
-    reference, got = extract(spec, kind, "torch"), extract(spec, kind, "onnx")
+    reference, got = extract(spec, kind, "torch", precision=torch_precision), extract(spec, kind, "onnx")
     assert got.dtype == np.float32 and got.shape == reference.shape
-    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-5)
+    assert_agree(got, reference, torch_precision)
 
 
 @pytest.mark.parametrize("layer", [1, 2])
-def test_onnx_layer_states_match_torch(layer):
+def test_onnx_layer_states_match_torch(layer, torch_precision):
     """Per-token fp16 states after the first ``layer`` layers, cut to each text's real tokens."""
-    reference, got = extract("tiny-bert", "encoder", "torch", layer), extract("tiny-bert", "encoder", "onnx", layer)
+    reference = extract("tiny-bert", "encoder", "torch", layer, torch_precision)
+    got = extract("tiny-bert", "encoder", "onnx", layer)
     assert [g.shape for g in got] == [r.shape for r in reference]
     assert all(g.dtype == np.float16 for g in got)
     for r, g in zip(reference, got):
-        np.testing.assert_allclose(g.astype(np.float32), r.astype(np.float32), rtol=1e-2, atol=2e-3)
+        assert_agree(g.astype(np.float32), r.astype(np.float32), torch_precision, stored="fp16")
 
 
 def test_int8_engine_makes_a_quantised_session_with_close_features():
@@ -56,7 +65,9 @@ def test_int8_engine_makes_a_quantised_session_with_close_features():
     assert encoder.session.get_providers() == ["CPUExecutionProvider"]
     assert "-int8-" in encoder.path.name and encoder.path.is_file()
     assert encoder.path != onnx_encoder.model_path("tiny-bert", "encoder", None, 32, quantize=False)
-    reference, got = extract("tiny-bert", "encoder", "torch"), extract("tiny-bert", "encoder", "onnx-int8")
+    # int8 weights against the fp32 reference: close in direction, not elementwise
+    reference = extract("tiny-bert", "encoder", "torch", precision="fp32")
+    got = extract("tiny-bert", "encoder", "onnx-int8")
     cosine = (reference * got).sum(1) / np.linalg.norm(reference, axis=1) / np.linalg.norm(got, axis=1)
     assert cosine.min() > 0.99
 
@@ -78,7 +89,10 @@ def test_export_is_cached_on_disk_and_reused(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["knn", "lookahead-mlm"])
-def test_a_router_scored_through_onnx_ranks_like_torch(name, engine_reset):
+def test_a_router_scored_through_onnx_ranks_like_torch(name, engine_reset, monkeypatch):
+    """A router fitted on the torch engine in fp32, scored by ONNX Runtime (fp32): the same
+    arithmetic, so the same choices and scores to float32 rounding (int8: close)."""
+    monkeypatch.setenv("LOOKAHEAD_PRECISION", "fp32")
     options = dict(backbone="tiny-bert", max_length=32, progress=False)
     if name != "knn":
         options.update(epochs=2, batch_size=8, eval_every=4, lr=3e-3, hidden=16, m=8)
@@ -164,3 +178,20 @@ def test_serve_exports_at_start_up_before_listening(tmp_path, monkeypatch, engin
     assert result.exit_code == 0, result.output
     assert listened == [True] and "encoder on onnx" in result.output
     assert shared_extractor("tiny-bert", "encoder", 40, engine="onnx")._onnx is not None
+
+
+def test_a_backbone_loaded_from_gguf_exports(tmp_path, monkeypatch):
+    """transformers marks a GGUF-loaded model (SmolLM2, the default causal backbone) as quantised
+    and refuses ``.float()`` on it, though its weights are plain tensors: the export must not ask."""
+    from lookahead_router.routers.backbones import load_backbone
+    monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
+
+    def as_from_gguf(spec, kind):
+        backbone = load_backbone(spec, kind)
+        backbone.model.is_quantized = True   # what a GGUF load sets
+        with pytest.raises(ValueError, match="not supported for quantized model"):
+            backbone.model.float()
+        return backbone
+    monkeypatch.setattr(onnx_encoder, "load_backbone", as_from_gguf)
+    got = extract("tiny-llama", "causal", "onnx")
+    assert_agree(got, extract("tiny-llama", "causal", "torch", precision="fp32"), "fp32")

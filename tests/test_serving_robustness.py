@@ -319,6 +319,72 @@ def test_fuzzed_requests_never_get_a_500(fuzz_proxy, body, raw):
     sent.append(content)
 
 
+# ---- nesting: a field nested past 64 levels is a 400 naming it, wherever it is ----------------
+def nested(kinds: str, leaf: str = "1") -> str:
+    """JSON text nesting an array ("[") or an object ("{", as {"k": ...}) per character of
+    ``kinds`` around ``leaf``; written as text, since serialisers stop far earlier."""
+    opening = "".join("[" if k == "[" else '{"k": ' for k in kinds)
+    return opening + leaf + "".join("]" if k == "[" else "}" for k in reversed(kinds))
+
+
+def test_deep_json_gets_a_400_naming_the_field_and_disturbs_no_other_request(upstream, tmp_path):
+    log = tmp_path / "log.sqlite"
+    with BackgroundServer(create_app(KeywordRouter(), config(upstream, request_log=str(log)))) as proxy:
+        good = json.dumps({"model": "lookahead", "messages": [{"role": "user", "content": MATH}]}).encode()
+        deep = [('{"model": "lookahead", "messages": [{"role": "user", "content": "hi"}], "metadata": '
+                 + nested("[{" * (depth // 2)) + "}").encode() for depth in (900, 3000)]
+        bodies = [good] * 30 + deep * 5
+        responses = asyncio.run(post_many(f"{proxy.url}/v1/chat/completions", bodies))
+        assert [r.status_code for r in responses[:30]] == [200] * 30
+        assert all(r.json()["model"] == "A" for r in responses[:30])
+        for r in responses[30:]:   # 900 levels (orjson parses them) and 3000 (past its 1024 limit)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["param"] == "metadata" and error["code"] == "nesting_too_deep"
+            assert error["message"] == ("'metadata' nests arrays or objects more than 64 levels deep; "
+                                        "at most 64 are accepted")
+        route = httpx.post(f"{proxy.url}/v1/route", headers=JSON, content=(
+            '{"messages": [{"role": "user", "content": ' + nested("[" * 900) + "}]}").encode())
+        assert route.status_code == 400 and route.json()["error"]["param"] == "messages"
+        statuses = [row["status"] for row in log_rows(proxy, log)]
+        assert sorted(statuses) == [200] * 30 + [400] * 10    # every chat request logged, once
+
+
+CHAT_FIELDS = ["model", "messages", "stream", "n", "stream_options", "temperature", "cost_weight", "metadata",
+               "tools", "user", "messages.0.content", "messages.0.role", "messages.0.name"]
+ROUTE_FIELDS = ["prompt", "messages", "cost_weight", "messages.0.content", "other"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(data=st.data())
+def test_any_field_nested_past_the_limit_is_refused_and_nothing_gets_a_500(fuzz_proxy, data):
+    proxy, sent = fuzz_proxy
+    path = data.draw(st.sampled_from(["/v1/chat/completions", "/v1/route"]))
+    where = data.draw(st.sampled_from(CHAT_FIELDS if path.endswith("completions") else ROUTE_FIELDS))
+    depth = data.draw(st.one_of(st.integers(1, 70), st.integers(71, 1500)))
+    kinds = data.draw(st.text(alphabet="[{", min_size=depth, max_size=depth))
+    leaf = data.draw(st.sampled_from(["1", '"x"', "null", "[]", "{}"]))
+    value = nested(kinds, leaf)
+    field, levels = where.split(".")[0], depth + (leaf in ("[]", "{}"))
+    body = {"model": "lookahead", "messages": [{"role": "user", "content": MATH}]} if path.endswith("completions") \
+        else {"prompt": MATH}
+    if where.startswith("messages."):   # inside the first message: two levels more (its list, itself)
+        message = {k: v for k, v in {"role": "user", "content": MATH}.items() if k != where.split(".")[2]}
+        value = json.dumps(message)[:-1] + (", " if message else "") + f'"{where.split(".")[2]}": {value}}}'
+        value, levels = f"[{value}]", levels + 2
+    body.pop(field, None)
+    content = (json.dumps(body)[:-1] + (", " if body else "") + f'"{field}": {value}}}').encode()
+    response = httpx.post(f"{proxy.url}{path}", content=content, headers=JSON, timeout=10)
+    assert response.status_code < 500 or response.status_code == 502, (where, levels, response.text)
+    error = response.json().get("error") if response.status_code >= 400 else None
+    if levels > 64:
+        assert response.status_code == 400 and error["code"] == "nesting_too_deep" and error["param"] == field
+    else:
+        assert error is None or error["code"] != "nesting_too_deep", error
+    if path.endswith("completions"):
+        sent.append(content)
+
+
 @pytest.fixture(scope="module")
 def fuzz_proxy(upstream, tmp_path_factory):
     log = tmp_path_factory.mktemp("fuzz") / "log.sqlite"

@@ -88,6 +88,8 @@ def build_report(bench: str | Path, analyses: str | Path | None = None, results:
     metadata = [("benchmark folder", str(bench)), ("preset", f"{run.get('preset', '?')}: {run.get('preset_description', '')}"),
                 ("protocol", f"{run.get('protocol', '?')}, folds {', '.join(run.get('folds', []))}"),
                 ("seeds", ", ".join(map(str, run.get("seeds", [])))), ("device", run.get("device", "?")),
+                ("precision", f"{run.get('precision', 'not recorded')} (setting {run.get('precision_setting', '?')}; "
+                              f"CPU flags {' '.join(run.get('cpu_flags', [])) or '?'})"),
                 ("wall time of the last invocation", f"{run.get('wall_s', 0) / 60:.1f} min (finished folds are reused)"),
                 ("fit + score, every router and fold",
                  f"{sum(t['fit_s'] + t['score_s'] for t in run.get('timings', {}).values()) / 60:.1f} min"),

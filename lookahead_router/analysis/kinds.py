@@ -13,6 +13,8 @@ from lookahead_router.analysis.run import Analysis, AnalysisError, BenchRun
 
 KINDS = ("shares", "difficulty", "cost", "pool", "efficiency", "sweep", "cases")
 RETRAINING = {"pool", "efficiency", "sweep"}
+# What an analysis records of the run it read (benchmark.py writes them with every run).
+ENVIRONMENT_KEYS = ("device", "precision", "precision_setting", "native_bf16", "cpu_flags")
 
 
 def run_analysis(kind: str, bench: str | Path, data: str | Path, out: str | Path, *,
@@ -61,4 +63,8 @@ def run_analysis(kind: str, bench: str | Path, data: str | Path, out: str | Path
         analysis = analyze_cost(run, out_dir, {n: m.price for n, m in models.items()},
                                 {n: m.params_b for n, m in models.items()}, routers or None, curves,
                                 price_source=str(config))
+    analysis.environment = {"run": {k: run.report["run"].get(k) for k in ENVIRONMENT_KEYS}}
+    if kind in RETRAINING:
+        from lookahead_router.precision import environment
+        analysis.environment["retrained"] = environment()
     return analysis, analysis.write(out_dir)

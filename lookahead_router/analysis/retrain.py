@@ -24,6 +24,7 @@ import numpy as np
 from lookahead_router.analysis.run import Analysis, AnalysisError, BenchRun, Table, pyplot
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.evaluation.benchmark import run_benchmark
+from lookahead_router.precision import resolve_precision
 from lookahead_router.routers.base import make_router
 
 SWEEP_DEFAULTS = {"rm_weight": (0.0, 0.1, 0.2, 0.5, 1.0), "m": (4, 8, 16), "alpha": (0.2, 0.4, 0.6)}
@@ -39,6 +40,10 @@ class Retrainer:
         self.data = data.select_candidates(self.meta.get("candidates", data.candidates))
         self.seeds = list(seeds or self.meta["seeds"])
         self.folds = None if folds is None else list(folds)
+        ran_in, now = self.meta.get("precision"), resolve_precision()
+        if ran_in is not None and ran_in != now:   # points in two precisions are not one curve
+            raise AnalysisError(f"{run.folder} was run with the torch engine in {ran_in}; this process "
+                                f"computes in {now}: run `lookahead --precision {ran_in} analyze ...`")
 
     def options(self, router: str) -> dict:
         if router not in self.meta["router_options"]:

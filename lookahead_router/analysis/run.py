@@ -147,12 +147,14 @@ class Analysis:
     tables: list[Table] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    environment: dict = field(default_factory=dict)   # the run's device and precision (and a retrain's)
 
     def write(self, out_dir: str | Path) -> Path:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = {"kind": self.kind, "title": self.title, "summary": self.summary, "notes": self.notes,
-                   "figures": self.figures, "tables": [asdict(t) for t in self.tables]}
+                   "figures": self.figures, "tables": [asdict(t) for t in self.tables],
+                   "environment": self.environment}
         (out_dir / f"{self.kind}.json").write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
         (out_dir / f"{self.kind}.md").write_text(self.to_markdown())
         return out_dir / f"{self.kind}.md"

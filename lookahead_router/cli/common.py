@@ -16,6 +16,22 @@ out = Console(width=max(Console().width, 160))
 err = Console(stderr=True)
 
 
+@app.callback()
+def _global_options(
+    precision: Optional[str] = typer.Option(
+        None, "--precision", envvar="LOOKAHEAD_PRECISION", show_envvar=True,
+        help="The torch engine's precision for every command: auto (default: bf16 where the CPU or "
+             "GPU runs it natively, else fp32), fp32 (figures that reproduce on every machine) or bf16."),
+) -> None:
+    # Options of `lookahead` itself, before the command; the app's help is the Typer's above.
+    from lookahead_router.precision import PrecisionError, use_precision
+    if precision is not None:
+        try:
+            use_precision(precision.strip().lower())
+        except PrecisionError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--precision") from None
+
+
 def _split(values: Optional[List[str]]) -> list[str]:
     """Accept both repeated options and comma-separated lists."""
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]

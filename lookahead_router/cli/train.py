@@ -57,6 +57,7 @@ def train_cmd(
     `accelerate launch [--multi_gpu --num_processes N] -m lookahead_router.cli.main train ...`
     (N processes, GPUs or CPUs; the main process saves)."""
     from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.precision import resolve_precision
     from lookahead_router.routers.base import make_router
     from lookahead_router.routers.neural import NeuralRouter
     from lookahead_router.training.engine import distributed_state
@@ -85,7 +86,8 @@ def train_cmd(
         if isinstance(model, NeuralRouter) and "threshold" not in options and "label_threshold" in ds.metadata:
             options["threshold"] = float(ds.metadata["label_threshold"])
             model = make_router(router, **options)
-        out.print(f"training {model!r} on {len(ds)} rows x {len(ds.candidates)} candidates")
+        out.print(f"training {model!r} on {len(ds)} rows x {len(ds.candidates)} candidates "
+                  f"(torch engine in {resolve_precision()})")
         model.fit(ds, validation)
         if state.is_main_process:
             model.save(out_dir)
@@ -150,7 +152,7 @@ def benchmark_cmd(
         _fail(exc)
     Console(width=max(out.width, 240)).print(report.to_rich())
     out.print(f"wall time {meta['wall_s'] / 60:.1f} min, peak memory {meta['peak_rss_mib']:.0f} MiB "
-              f"on {meta['device']}; wrote {out_dir}/report.json, report.md, mu_n.png")
+              f"on {meta['device']} in {meta['precision']}; wrote {out_dir}/report.json, report.md, mu_n.png")
     sys.stdout.flush()
 
 

@@ -15,7 +15,6 @@ re-running the same command after an interruption skips them.
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import shutil
 import time
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.splits import Fold, ProtocolError, make_folds
@@ -32,6 +30,7 @@ from lookahead_router.evaluation.comparisons import Comparison, compare, compari
 from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
 from lookahead_router.evaluation.presets import Preset, load_preset
 from lookahead_router.evaluation.report import Report, aggregate, evaluate
+from lookahead_router.precision import environment, resolve_precision
 from lookahead_router.routers.base import ROUTERS, RouterError, make_router
 
 BASELINES = ("knn", "kmeans", "smoothie", "mlc-clm", "zooter-clm", "routerdc-clm",
@@ -107,7 +106,8 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
     for router in routers:
         _check_settings(decisions_dir / router, {
             "options": options[router], "protocol": protocol, "add_train": add_train, "preset": preset.name,
-            "rows": len(ds), **({"train_fraction": train_fraction} if train_fraction < 1 else {})})
+            "rows": len(ds), "precision": resolve_precision(),
+            **({"train_fraction": train_fraction} if train_fraction < 1 else {})})
     for seed in seeds:
         decisions[TASK_BEST].append(Decisions.concat(TASK_BEST, [task_best_decisions(ds.subset(f.train), ds.subset(f.test))
                                                       for f in folds[seed]]))
@@ -125,7 +125,7 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
             "train_fraction": train_fraction, "candidates": list(ds.candidates),
             "router_options": options, "timings": timings, "wall_s": time.perf_counter() - started,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "device": _device(), "dataset_rows": len(ds), "labels": _label_rules(options),
+            **environment(), "dataset_rows": len(ds), "labels": _label_rules(options),
             "truncation": truncation(ds, options)}
     write_outputs(report, comparisons, meta, out_dir, routers)
     if export is not None:
@@ -227,19 +227,15 @@ def _check_settings(folder: Path, settings: dict) -> None:
     """Finished folds are reused only by a run with the same settings."""
     path = folder / "settings.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved != json.loads(json.dumps(settings)):
-            raise ValueError(f"{folder} holds decisions made with other settings ({path}); "
+        saved, now = json.loads(path.read_text()), json.loads(json.dumps(settings))
+        if saved != now:
+            differ = "; ".join(f"{k}: {saved.get(k, 'unset')!r} there, {now.get(k, 'unset')!r} now"
+                               for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
+            raise ValueError(f"{folder} holds decisions made with other settings ({path}: {differ}); "
                              "choose another --out or delete that folder")
     else:
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(settings, indent=2) + "\n")
-
-
-def _device() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def write_outputs(report: Report, comparisons: list[Comparison], meta: dict, out_dir: Path,
@@ -258,7 +254,8 @@ def write_outputs(report: Report, comparisons: list[Comparison], meta: dict, out
              *[f"- prompts cut at {t['max_length']} tokens of {t['backbone']} (keeping the start): {t['cut']} of "
                f"{t['prompts']} ({', '.join(t['routers'])})" for t in meta["truncation"]],
              f"- preset: {meta['preset_description']}",
-             f"- device: {meta['device']}; wall time {meta['wall_s'] / 60:.1f} min; "
+             f"- device: {meta['device']}; precision {meta['precision']} ({meta['precision_setting']}; CPU "
+             f"flags {' '.join(meta['cpu_flags']) or 'none'}); wall time {meta['wall_s'] / 60:.1f} min; "
              f"peak memory {meta['peak_rss_mib']:.0f} MiB", "", "## Paired comparisons", "",
              comparisons_markdown(comparisons, report.benchmarks, len(meta["seeds"])), ""]
     (out_dir / "report.md").write_text("\n".join(lines))

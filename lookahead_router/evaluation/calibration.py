@@ -242,6 +242,7 @@ def calibrate(data: str | Path | RoutingDataset, prices: Mapping[str, Price], *,
     """Sweep w, pick the one that meets the target (exactly one of ``target_cost``, $ per 1,000
     queries, or ``target_share``, (model, fraction of calls))."""
     from lookahead_router.evaluation.report import CANDIDATES, default_benchmarks, evaluate
+    from lookahead_router.precision import environment
     if (target_cost is None) == (target_share is None):
         raise CalibrationError("give exactly one target: a cost per 1,000 queries or a share of calls")
     if (score_files is None) == (router_dir is None):
@@ -326,5 +327,6 @@ def calibrate(data: str | Path | RoutingDataset, prices: Mapping[str, Price], *,
               "prices": {c: asdict(prices[c]) for c in candidates}, "dense_grid_points": len(dense),
               "top_weight": float(dense[-1]), "evaluate_seconds": round(seconds, 2),
               "cost_model": "expected: prompt chars/4 tokens + expected_output_tokens; realised: "
-                            "prompt chars/4 + recorded response chars/4 tokens"}
+                            "prompt chars/4 + recorded response chars/4 tokens",
+              "environment": environment()}   # what a router's scores were computed on
     return Calibration(candidates, points, chosen, references, inputs)

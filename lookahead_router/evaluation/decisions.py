@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.data.jsonl import parse_json_line
 
 
 class DecisionsError(ValueError):
@@ -59,10 +60,7 @@ class Decisions:
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DecisionsError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
+                row = parse_json_line(line, f"{path}:{lineno}", DecisionsError)
                 if not isinstance(row, dict) or "id" not in row or "model" not in row:
                     raise DecisionsError(f"{path}:{lineno}: each line needs fields 'id' and 'model'")
                 if row["id"] in seen:

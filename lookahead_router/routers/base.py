@@ -21,6 +21,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.precision import environment
 from lookahead_router.routers.cost import RouteDecision, decide
 
 CONFIG_FILE = "router.json"
@@ -92,7 +93,8 @@ class Router:
         state = {k: np.ascontiguousarray(v) for k, v in self._state().items()}
         save_file(state, str(directory / STATE_FILE))
         config = {"router": self.name, "format": FORMAT_VERSION, "candidates": self.candidates,
-                  "options": self.options, "extra": self._extra()}
+                  "options": self.options, "extra": self._extra(),
+                  "trained_with": environment()}   # the device and precision its features came from
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         return directory
 

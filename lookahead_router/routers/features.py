@@ -9,10 +9,11 @@ what it embedded and repeated runs (other folds, other routers, a second benchma
 re-embed. ``shared_extractor`` hands every router of a process the same extractor, so a
 benchmark's folds and routers also share the states it has loaded.
 
-The backbone runs on one of three engines: "torch" (the reference, bf16 where the CPU has native
-bf16 matmuls), or "onnx" / "onnx-int8", the same computation exported to ONNX and run by ONNX
-Runtime on CPU (``routers/onnx_encoder.py``). ``use_engine`` picks it for every extractor made
-afterwards (routers make theirs through ``shared_extractor``; `lookahead serve --engine` sets it).
+The backbone runs on one of three engines: "torch" (the reference, in the precision that
+``precision.py`` resolves: fp32, or bf16 where it is native), or "onnx" / "onnx-int8",
+the same computation exported to ONNX and run by ONNX Runtime on CPU (``routers/onnx_encoder.py``).
+``use_engine`` picks it for every extractor made afterwards (routers make theirs through
+``shared_extractor``; `lookahead serve --engine` sets it).
 The onnx engines' features go to their own cache folders: they are close to torch's, not equal.
 """
 
@@ -33,6 +34,7 @@ from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, Backbone, effe
                                                 load_tokenizer, max_positions, pooled_hidden, truncation_length)
 from lookahead_router.routers.onnx_encoder import (EXPORT_VERSION, ONNX_INT8, TORCH, OnnxEncoder, check_engine,
                                                    check_exportable, resolve_engine)
+from lookahead_router.precision import DTYPES, FP32, resolve_precision
 from lookahead_router.routers.trunk import lower_states
 
 CACHE_ENV = "LOOKAHEAD_CACHE"
@@ -64,14 +66,6 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lookahead-router" / "features"))
 
 
-def bf16_supported() -> bool:
-    """bf16 matmuls are native on recent GPUs and on CPUs with AVX512-BF16/AMX, where they run
-    several times faster than fp32 (SmolLM2 on the 2-core CI machine: about 5x)."""
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def _text_key(text: str) -> bytes:
     return hashlib.sha1(text.encode("utf-8")).digest()
 
@@ -80,11 +74,13 @@ class FeatureExtractor:
     """``extractor(texts) -> [n, d]`` float32 pooled hidden states of a frozen backbone
     (L2-normalised when ``normalize``), or with ``layer=k`` a list of [tokens, d] fp16 states after
     its first k layers; computed once per text and cached on disk. ``engine`` (default: the
-    process's, see ``use_engine``) runs the backbone: "torch", "onnx" or "onnx-int8"."""
+    process's, see ``use_engine``) runs the backbone: "torch", "onnx" or "onnx-int8";
+    ``precision`` ("auto", "fp32" or "bf16"; default: the process's, see ``precision.py``)
+    is the torch engine's dtype. ``self.precision`` says what the features were computed in."""
 
     def __init__(self, backbone: str | None, kind: str, max_length: int = 256, batch_size: int = 32,
                  normalize: bool = False, cache: bool = True, progress: bool = True, layer: int | None = None,
-                 engine: str | None = None):
+                 engine: str | None = None, precision: str | None = None):
         backbone = backbone or DEFAULT_BACKBONE[kind]
         self.spec, self.kind = backbone, kind
         self.max_length, self.batch_size = max_length, batch_size
@@ -95,15 +91,17 @@ class FeatureExtractor:
             check_exportable(backbone, kind)   # now, not at the first prompt
         self._backbone: Backbone | None = None
         self._onnx: OnnxEncoder | None = None
-        # ONNX Runtime runs fp32 on CPUs; torch runs bf16 where the CPU has native bf16 matmuls
-        self.dtype = torch.bfloat16 if self.engine == TORCH and bf16_supported() else torch.float32
+        # ONNX Runtime runs fp32 (int8 weights for onnx-int8) on CPUs, whatever the setting says
+        self.precision = resolve_precision(precision) if self.engine == TORCH else (
+            "int8" if self.engine == ONNX_INT8 else FP32)
+        self.dtype = DTYPES.get(self.precision, torch.float32)
         pooling = f"layer{layer}" if self.tokens else kind
         name = f"{backbone}|{kind}|{max_length}|{self.dtype}" + (f"|layer{layer}" if self.tokens else "")
-        precision = str(self.dtype)[6:]
+        label = str(self.dtype)[6:]   # "float32" or "bfloat16"
         if self.engine != TORCH:   # torch's folders keep their names (and the features they hold)
-            name, precision = f"{name}|{self.engine}|v{EXPORT_VERSION}", self.engine
+            name, label = f"{name}|{self.engine}|v{EXPORT_VERSION}", self.engine
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in backbone)[-60:]
-        self.cache_dir = (cache_root() / f"{safe}-{pooling}-{max_length}-{precision}-"
+        self.cache_dir = (cache_root() / f"{safe}-{pooling}-{max_length}-{label}-"
                           f"{hashlib.sha1(name.encode()).hexdigest()[:8]}") if cache else None
         self._memory: dict[bytes, np.ndarray] = {}
         self._loaded = False
@@ -231,14 +229,16 @@ _SHARED: dict[tuple, FeatureExtractor] = {}
 
 
 def shared_extractor(backbone: str | None, kind: str, max_length: int, layer: int | None = None,
-                     progress: bool = True, batch_size: int = 32, engine: str | None = None) -> FeatureExtractor:
-    """One extractor per (backbone, kind, length, layer, cache folder, engine) in a process: a
-    benchmark's folds and routers share the states it has loaded (about 1 GB of prompt states for
-    the release). ``progress`` and ``batch_size`` apply when it is first made; ``engine`` defaults
-    to the process's (``use_engine``)."""
+                     progress: bool = True, batch_size: int = 32, engine: str | None = None,
+                     precision: str | None = None) -> FeatureExtractor:
+    """One extractor per (backbone, kind, length, layer, cache folder, engine, precision) in a
+    process: a benchmark's folds and routers share the states it has loaded (about 1 GB of prompt
+    states for the release). ``progress`` and ``batch_size`` apply when it is first made; ``engine``
+    and ``precision`` default to the process's (``use_engine``, ``precision.py``)."""
     engine = check_engine(engine or _ENGINE)
-    key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()), engine)
+    key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()), engine,
+           resolve_precision(precision))
     if key not in _SHARED:
         _SHARED[key] = FeatureExtractor(key[0], kind, max_length, batch_size, layer=layer, progress=progress,
-                                        engine=engine)
+                                        engine=engine, precision=key[-1])
     return _SHARED[key]

@@ -138,7 +138,9 @@ def export(spec: str, kind: str, layer: int | None, max_length: int) -> Path:
     if path.is_file():
         return path
     backbone = load_backbone(spec, kind)    # fp32: ONNX Runtime's CPU kernels have no bf16 path
-    backbone.model.float().eval()
+    # .to(), not .float(): transformers refuses .float() on a GGUF-loaded model (SmolLM2's),
+    # although its weights are already plain dequantised tensors
+    backbone.model.to(torch.float32).eval()
     if layer is not None and not 0 <= layer <= n_layers(backbone):
         raise RouterError(f"layer must lie in 0..{n_layers(backbone)} for backbone {spec!r}, got {layer}")
     part = _ExportedPart(backbone, layer).eval()

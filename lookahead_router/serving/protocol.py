@@ -4,8 +4,9 @@ prompt a conversation is routed on, and errors shaped like OpenAI's
 
 Bodies are parsed by orjson, which is strict where the standard library is lenient: an unpaired
 UTF-16 surrogate (``"\\ud83d"``, what a JavaScript client sends after cutting a string in the
-middle of an emoji), NaN, Infinity and nesting past 1024 levels are refused here with a 400, so
-they never reach the router or an upstream.
+middle of an emoji), NaN and Infinity are refused here with a 400, and so is a field nested more
+than 64 levels deep (``data/jsonl.py``; past 254 levels orjson could not forward it), so they
+never reach the router or an upstream.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lookahead_router.data.jsonl import deep_field, deep_field_of_text, nesting_message, printable_field
 
 ROUTED_MODEL = "lookahead"
 
@@ -74,7 +77,7 @@ async def read_json(request: Request, max_bytes: int) -> dict:
     """The request body as a JSON object. 415 unless it is declared JSON (a cross-origin page can
     post text/plain without a CORS preflight; it must not reach an upstream), 413 past
     ``max_bytes`` (checked while reading, so a body without Content-Length cannot exhaust memory
-    either), 400 when it is not strict JSON."""
+    either), 400 when it is not strict JSON or a field nests too deep."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise OpenAIError(415, f"the request body must be JSON with 'Content-Type: application/json' "
@@ -88,9 +91,12 @@ async def read_json(request: Request, max_bytes: int) -> dict:
         if size > max_bytes:
             raise _too_large(max_bytes)
         chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
-        body = orjson.loads(b"".join(chunks))
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):   # orjson stops at 1024 levels
+            raise _too_deep(deep_field_of_text(raw))
         if "surrogate" in str(exc):
             raise OpenAIError(400, f"the request body holds an unpaired UTF-16 surrogate ({exc}); "
                               "text must be valid Unicode (was a string cut inside an emoji?)",
@@ -98,7 +104,15 @@ async def read_json(request: Request, max_bytes: int) -> dict:
         raise OpenAIError(400, f"the request body is not valid JSON ({exc})", code="invalid_json")
     if not isinstance(body, dict):
         raise OpenAIError(400, "the request body must be a JSON object", code="invalid_json")
+    field = deep_field(body)
+    if field is not None:
+        raise _too_deep(field)
     return body
+
+
+def _too_deep(field: str | None) -> OpenAIError:
+    return OpenAIError(400, nesting_message(field), code="nesting_too_deep",
+                       param=printable_field(field) if field is not None else None)
 
 
 def _too_large(max_bytes: int) -> OpenAIError:

@@ -24,6 +24,7 @@ from typing import AsyncIterator, Optional
 import aiohttp
 import orjson
 
+from lookahead_router.data.jsonl import MAX_NESTING, deep_field
 from lookahead_router.routers.cost import estimate_tokens
 from lookahead_router.serving.config import UpstreamConfig
 from lookahead_router.serving.protocol import content_text, prompt_of
@@ -162,6 +163,8 @@ def _json_object(raw: bytes, what: str) -> dict:
         raise UpstreamError(f"invalid JSON {what} from upstream") from exc
     if not isinstance(data, dict):
         raise UpstreamError(f"a {what} that is not a JSON object")
+    if deep_field(data) is not None:   # it could not be re-serialised for the client
+        raise UpstreamError(f"a {what} nested more than {MAX_NESTING} levels deep")
     return data
 
 
@@ -195,7 +198,7 @@ def _raise_for_status(status: int, content: bytes) -> None:
         raise UpstreamError(f"HTTP {status}")
     try:
         body = orjson.loads(content)
-        if not isinstance(body, dict):
+        if not isinstance(body, dict) or deep_field(body) is not None:
             raise ValueError
     except ValueError:
         body = {"error": {"message": content.decode("utf-8", "replace")[:500],

@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from lookahead_router.precision import BF16, resolve_precision
+
 STATE_FILE = "trainer_state.json"
 
 
@@ -44,7 +46,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 100         # optimizer steps between validation + checkpoint
     seed: int = 0
-    bf16: bool = True             # used only where the device supports it (GPU)
+    bf16: bool = True             # on a GPU, where the precision setting resolves to bf16
     output_dir: str | None = None  # checkpoints; a temporary folder when None
     resume: bool = False
     progress: bool = True
@@ -92,7 +94,8 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
     if len(val_set) == 0:
         raise ValueError("the validation set is empty: give the router more training rows")
     set_seed(config.seed)
-    use_bf16 = config.bf16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # bf16 mixed precision on a GPU where the precision setting resolves to bf16 (precision.py)
+    use_bf16 = config.bf16 and torch.cuda.is_available() and resolve_precision() == BF16
     accelerator = accelerator or Accelerator(
         cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
         mixed_precision="bf16" if use_bf16 else "no",

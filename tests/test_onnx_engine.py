@@ -128,13 +128,16 @@ def test_a_backbone_that_cannot_be_exported_is_named(tmp_path):
         FeatureExtractor(str(folder), "encoder", engine="onnx")
 
 
-def test_auto_is_onnx_where_the_backbone_exports_and_no_gpu(tmp_path):
+def test_auto_is_onnx_where_torch_would_compute_fp32_and_the_backbone_exports(tmp_path, torch_precision):
+    """With fp32 (and no GPU) ONNX Runtime computes what PyTorch would, faster at batch 1; with
+    bf16 PyTorch is the faster of the two and computes the features a router trained here saw."""
     from transformers import ModernBertConfig
     folder = tmp_path / "my-modernbert"
     ModernBertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=32).save_pretrained(folder)
-    expected = "torch" if torch.cuda.is_available() else "onnx"
-    assert FeatureExtractor("tiny-bert", "encoder", engine="auto", cache=False).engine == expected
+    expected = "onnx" if torch_precision == "fp32" and not torch.cuda.is_available() else "torch"
+    auto = FeatureExtractor("tiny-bert", "encoder", engine="auto", cache=False)
+    assert auto.engine == expected and auto.precision == torch_precision
     assert FeatureExtractor(str(folder), "encoder", engine="auto", cache=False).engine == "torch"
 
 
@@ -176,7 +179,7 @@ def test_serve_exports_at_start_up_before_listening(tmp_path, monkeypatch, engin
     result = CliRunner().invoke(app, ["serve", "--config", str(path), "--router", str(tmp_path / "router"),
                                       "--engine", "onnx"])
     assert result.exit_code == 0, result.output
-    assert listened == [True] and "encoder on onnx" in result.output
+    assert listened == [True] and "tiny-bert on onnx in fp32" in result.output
     assert shared_extractor("tiny-bert", "encoder", 40, engine="onnx")._onnx is not None
 
 
@@ -195,3 +198,34 @@ def test_a_backbone_loaded_from_gguf_exports(tmp_path, monkeypatch):
     monkeypatch.setattr(onnx_encoder, "load_backbone", as_from_gguf)
     got = extract("tiny-llama", "causal", "onnx")
     assert_agree(got, extract("tiny-llama", "causal", "torch", precision="fp32"), "fp32")
+
+
+def test_serve_names_its_encoder_and_warns_when_it_computes_otherwise_than_trained(tmp_path, monkeypatch,
+                                                                                    engine_reset):
+    """A router records the precision its features were computed in (router.json, trained_with);
+    a server that computes them otherwise says so, and how to route as trained."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from conftest import bf16_unavailable
+    from lookahead_router.cli.main import app
+    if bf16_unavailable():
+        pytest.skip(bf16_unavailable())
+    monkeypatch.setenv("LOOKAHEAD_PRECISION", "fp32")
+    router = make_router("knn", backbone="tiny-bert", max_length=24, progress=False).fit(topic_dataset())
+    router.save(tmp_path / "router")
+    path = tmp_path / "models.yaml"
+    path.write_text(json.dumps({"models": {c: {"base_url": "http://localhost:1/v1"} for c in router.candidates}}))
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: None)
+    outputs = {}
+    for setting in ("bf16", "fp32"):
+        monkeypatch.setattr(features, "_SHARED", {})   # a server process starts with none
+        result = CliRunner().invoke(app, ["--precision", setting, "serve", "--config", str(path), "--router",
+                                          str(tmp_path / "router")])
+        assert result.exit_code == 0, result.output
+        outputs[setting] = " ".join(result.output.split())
+    expected_fp32 = "torch" if torch.cuda.is_available() else "onnx"
+    assert "encoder tiny-bert on torch in bf16" in outputs["bf16"]
+    assert ("the router was trained on features computed in fp32; this server computes them otherwise"
+            in outputs["bf16"]) and "`lookahead --precision fp32 serve ... --engine auto`" in outputs["bf16"]
+    assert f"encoder tiny-bert on {expected_fp32} in fp32" in outputs["fp32"] and "warning" not in outputs["fp32"]

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lookahead_router.cli.common import _fail, _known_errors, app, out
+from lookahead_router.cli.common import _fail, _known_errors, app, err, out
 
 log_app = typer.Typer(help="The proxy's request log.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
@@ -25,15 +25,16 @@ def serve_cmd(
                                                 "config's; requests may still set their own)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="What runs the router's frozen encoder: "
                                          "torch (the reference), onnx or onnx-int8 (ONNX Runtime on CPU; "
-                                         "exported at start-up, cached on disk), or auto: onnx where the "
-                                         "backbone exports and there is no GPU, else torch. Overrides the "
-                                         "config's 'engine' (default auto)."),
+                                         "exported at start-up, cached on disk), or auto: onnx where torch "
+                                         "would compute in fp32 (no GPU, no native bf16, or --precision fp32) "
+                                         "and the backbone exports, else torch. Overrides the config's "
+                                         "'engine' (default auto)."),
 ) -> None:
     """Serve OpenAI's chat API: model "lookahead" is routed, candidate names pass straight through."""
     import uvicorn
 
     from lookahead_router.routers.base import Router
-    from lookahead_router.routers.features import inference_only, use_engine
+    from lookahead_router.routers.features import active_extractors, inference_only, use_engine
     from lookahead_router.serving.app import create_app
     from lookahead_router.serving.config import ConfigError, load_config
     try:
@@ -54,8 +55,17 @@ def serve_cmd(
         router.score(["warm-up"])
     except _known_errors() as exc:
         _fail(exc)
-    out.print(f"routing among {', '.join(router.candidates)} with {router.name} ({router_dir}, encoder on "
-              f"{config.engine}); OpenAI base URL http://{host}:{port}/v1, model \"lookahead\"", highlight=False)
+    encoders = active_extractors()
+    described = ", ".join(sorted({f"{e.spec} on {e.engine} in {e.precision}" for e in encoders})) or "none"
+    out.print(f"routing among {', '.join(router.candidates)} with {router.name} ({router_dir}; encoder "
+              f"{described}); OpenAI base URL http://{host}:{port}/v1, model \"lookahead\"", highlight=False)
+    trained = router.trained_with.get("precision")
+    if trained and any(e.precision != trained for e in encoders):
+        err.print(f"[yellow]warning:[/] the router was trained on features computed in {trained}; this server "
+                  f"computes them otherwise ({described}), so some choices differ from the router's as "
+                  f"trained (about 2% for kNN between bf16 and fp32: bench/results/onnx_agreement_cpu_bf16.md). "
+                  f"To route as trained: `lookahead --precision {trained} serve ... --engine "
+                  f"{'torch' if trained == 'bf16' else 'auto'}`", highlight=False, soft_wrap=True)
     # Keep idle client connections longer than clients keep them (httpx: 5 s), so that a client
     # never reuses a connection the server is closing at that moment (a spurious ReadError).
     uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False,

@@ -39,6 +39,7 @@ class Router:
     def __init__(self, **options: Any):
         self.options = options
         self.candidates: list[str] = []
+        self.trained_with: dict = {}   # a loaded router: the environment() it was saved in
 
     # ---- the contract --------------------------------------------------------------------
     def fit(self, ds: RoutingDataset, validation: RoutingDataset | None = None) -> "Router":
@@ -108,6 +109,7 @@ class Router:
             config = json.loads(path.read_text())
             router = make_router(config["router"], **config["options"])
             router.candidates = list(config["candidates"])
+            router.trained_with = dict(config.get("trained_with", {}))
             extra = config.get("extra", {})
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise RouterError(f"{path}: not a valid router config ({exc})") from exc

@@ -228,6 +228,12 @@ class FeatureExtractor:
 _SHARED: dict[tuple, FeatureExtractor] = {}
 
 
+def active_extractors() -> list[FeatureExtractor]:
+    """The shared extractors this process has made (in a server: its router's), so that it can
+    say which engine and precision its features come from."""
+    return list(_SHARED.values())
+
+
 def shared_extractor(backbone: str | None, kind: str, max_length: int, layer: int | None = None,
                      progress: bool = True, batch_size: int = 32, engine: str | None = None,
                      precision: str | None = None) -> FeatureExtractor:

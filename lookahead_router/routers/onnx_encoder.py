@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lookahead_router.precision import BF16, resolve_precision
 from lookahead_router.routers.backbones import ENCODER, Backbone, backbone_config, load_backbone
 from lookahead_router.routers.base import RouterError
 from lookahead_router.routers.trunk import lower_states, n_layers
@@ -57,12 +58,14 @@ def check_engine(engine: str) -> str:
 
 
 def resolve_engine(engine: str, spec: str, kind: str) -> str:
-    """The engine "auto" stands for: ONNX Runtime (fp32) on a machine without a GPU when the
-    backbone exports: it routes exactly as PyTorch does and is faster at batch 1
-    (bench/onnx_agreement.py, bench/router_cost.py); PyTorch otherwise."""
+    """The engine "auto" stands for: ONNX Runtime (fp32) where PyTorch would compute in fp32 too
+    (no GPU, no native bf16, or `--precision fp32`) and the backbone exports: it then routes
+    exactly as PyTorch does and is faster at batch 1. PyTorch otherwise: in bf16 it is faster than
+    ONNX Runtime's fp32, and computes the features a router trained here learned from
+    (bench/results/router_cost_engines_cpu_bf16.md, onnx_agreement_cpu_bf16.md)."""
     if engine != AUTO:
         return engine
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or resolve_precision() == BF16:
         return TORCH
     try:
         check_exportable(spec, kind)

@@ -95,7 +95,8 @@ class ServeConfig(_Strict):
     cost_weight: float = Field(0.0, ge=0)
     # What runs the router's frozen encoder: PyTorch (the reference) or ONNX Runtime on CPU (README,
     # Performance: "The router's encoder on ONNX Runtime"); `lookahead serve --engine` overrides it.
-    # auto: onnx where the backbone exports and there is no GPU (same decisions, faster), else torch.
+    # auto: onnx where torch would compute in fp32 (no GPU, no native bf16, or --precision fp32) and
+    # the backbone exports (same decisions, faster at batch 1), else torch.
     engine: Literal["auto", "torch", "onnx", "onnx-int8"] = "auto"
     max_attempts: int = Field(3, ge=1)                 # upstreams tried per routed request
     concurrency: int = Field(256, ge=1)                # requests in flight at once

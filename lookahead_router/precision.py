@@ -7,8 +7,8 @@ hardware facts every result records beside its figures.
 The setting is "auto" (the default), "fp32" or "bf16": `lookahead --precision ...`, else
 $LOOKAHEAD_PRECISION. "auto" is bf16 where bf16 matrix products are native -- a GPU that supports
 them, or a CPU with AVX512-BF16 or AMX-BF16 (x86) or the BF16 extension (Arm) that oneDNN may
-use -- because the frozen backbone then runs several times faster (SmolLM2 on the 2-core CPU
-machine: about 5x); fp32 elsewhere. bf16 keeps 8 significant bits, so features made in bf16
+use -- because the frozen backbones then run several times faster (3.2-3.8x on the 2-core CPU
+machine with AMX: bench/results/precision_cpu.md); fp32 elsewhere. bf16 keeps 8 significant bits, so features made in bf16
 differ from fp32 ones in the third significant digit, and figures made under "auto" on two kinds
 of CPU differ slightly. Set fp32 for figures that reproduce on every machine. bf16 can be forced
 on a CPU without native support too: it then runs emulated, slower than fp32, with bf16's rounding.
@@ -30,11 +30,11 @@ PRECISION_ENV = "LOOKAHEAD_PRECISION"
 AUTO, FP32, BF16 = "auto", "fp32", "bf16"
 PRECISIONS = (AUTO, FP32, BF16)
 DTYPES = {FP32: torch.float32, BF16: torch.bfloat16}
-# The CPU features that decide how fast, and in which number format, the torch engine computes
-# (torch.cpu.get_capabilities() reads them with cpuid, as oneDNN does).
 # Environment variables that cap the instruction sets oneDNN and PyTorch's kernels use, and so
 # change both speed and numbers; a result records the ones that were set.
 ISA_LIMITS = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
+# The CPU features that decide how fast, and in which number format, the torch engine computes
+# (torch.cpu.get_capabilities() reads them with cpuid, as oneDNN does).
 NUMERIC_FLAGS = ("avx2", "fma3", "f16c", "avx512_f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
                  "amx_tile", "amx_bf16", "amx_int8", "amx_fp16",                      # x86
                  "neon", "fp16_arith", "bf16", "i8mm", "sve", "sve2", "sve_bf16")      # Arm

@@ -106,8 +106,9 @@ def torch_precision(request, monkeypatch) -> str:
     """Each precision of the torch engine in turn, forced for the test (the process setting
     included) whatever the host CPU runs natively, so both code paths run on every machine; bf16
     skips, with the reason, only where PyTorch cannot compute in it here at all."""
-    if request.param == "bf16" and bf16_unavailable():
-        pytest.skip(bf16_unavailable())
+    reason = bf16_unavailable() if request.param == "bf16" else None
+    if reason:
+        pytest.skip(reason)
     monkeypatch.setenv("LOOKAHEAD_PRECISION", request.param)
     return request.param
 

@@ -10,7 +10,8 @@ from lookahead_router.routers.base import RouterError
 from lookahead_router.routers.features import FeatureExtractor
 
 
-def test_features_are_cached_and_a_second_extractor_never_loads_the_backbone(tmp_path, monkeypatch):
+def test_features_are_cached_and_a_second_extractor_never_loads_the_backbone(tmp_path, monkeypatch, torch_precision):
+    """In fp32 and in bf16 (``torch_precision``): features read back equal those computed."""
     monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
     texts = ["alpha", "beta gamma", "alpha"]
     first = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False)
@@ -62,8 +63,9 @@ def test_a_digest_ending_in_a_nul_byte_is_found_in_the_cache(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("layer", [None, 1])
-def test_inference_only_keeps_nothing(tmp_path, monkeypatch, layer):
-    """`lookahead serve` embeds every new prompt: nothing may pile up in memory or on disk."""
+def test_inference_only_keeps_nothing(tmp_path, monkeypatch, layer, torch_precision):
+    """`lookahead serve` embeds every new prompt: nothing may pile up in memory or on disk. The
+    served features agree with the cached ones at fp16 storage's tolerance, in either precision."""
     from lookahead_router.routers import features
     monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
     cached = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, layer=layer)

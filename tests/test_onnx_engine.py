@@ -209,8 +209,9 @@ def test_serve_names_its_encoder_and_warns_when_it_computes_otherwise_than_train
 
     from conftest import bf16_unavailable
     from lookahead_router.cli.main import app
-    if bf16_unavailable():
-        pytest.skip(bf16_unavailable())
+    reason = bf16_unavailable()
+    if reason:
+        pytest.skip(reason)
     monkeypatch.setenv("LOOKAHEAD_PRECISION", "fp32")
     router = make_router("knn", backbone="tiny-bert", max_length=24, progress=False).fit(topic_dataset())
     router.save(tmp_path / "router")

@@ -51,8 +51,18 @@ def test_smoke_benchmark_trains_every_router_over_seeds_and_writes_the_report(fa
     for c in report["comparisons"]:
         assert c["ci95"][0] <= c["ci95"][1]
     md = (out / "report.md").read_text()
-    assert md.count("| knn |") == 1 and "Paired comparisons" in md and "benchmark label" in md
+    results, training = md.split("## Training")
+    assert results.count("| knn |") == 1 and "Paired comparisons" in md and "benchmark label" in md
     assert (out / "mu_n.png").stat().st_size > 1000
+    # per router its fit time; per neural router and fold the validation curve, plotted
+    assert training.count("| knn |") == 1 and training.count("| lookahead-mlm |") == 1
+    fold = report["run"]["timings"]["lookahead-mlm"]["folds"]["seed0/fold0"]
+    assert fold["curve"] and fold["best_step"] in [step for step, _ in fold["curve"]]
+    assert max(v for _, v in fold["curve"]) == pytest.approx(
+        max(v for s, v in fold["curve"] if s == fold["best_step"]))
+    assert (out / "curves.png").stat().st_size > 1000
+    # Lookahead-MLM is compared with every other row, the deployable references included
+    assert {("lookahead-mlm", r) for r in ("linear", "domain", "knn", "ceiling-full")} <= pairs
     # every benchmark query is decided exactly once per seed, out of fold
     for seed in (0, 1):
         ids = [json.loads(line)["id"] for f in sorted((out / "decisions" / "knn" / f"seed{seed}").glob("*.jsonl"))
@@ -106,7 +116,7 @@ def test_train_cli_saves_a_router_that_loads(fake_parquet, tmp_path):
                                  "--out", str(out), "--backbone", "tiny-bert", "--epochs", "1",
                                  "--batch-size", "8", "--eval-every", "2", "--set", "hidden=16"])
     assert result.exit_code == 0, result.output
-    assert "best validation utility" in result.output
+    assert "best checkpoint: step" in result.output and "validation average μn" in result.output
     router = Router.load(out)
     assert router.name == "zooter-mlm" and router.options["hidden"] == 16
     assert router.score(["a prompt"]).shape == (1, 3)

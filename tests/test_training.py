@@ -139,3 +139,36 @@ def test_prompts_longer_than_the_backbone_limit_are_truncated(backbone):
     scores = router.score([long_prompt, long_prompt + " plus a different ending"])
     assert scores.shape == (2, 3)
     np.testing.assert_allclose(scores[0], scores[1], rtol=1e-6)  # the tail beyond the limit is cut
+
+
+class Peaks(torch.nn.Module):
+    """Picks the good candidate (0) only while its training-step counter is 3 or 4: the
+    validation metric peaks at step 4 (evaluated every 2 steps), then falls back."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))
+
+    def forward(self, batch):
+        if self.training:
+            self.seen += 1
+        good = 3 <= int(self.seen) <= 4
+        logits = torch.tensor([[1.0, 0.0] if good else [0.0, 1.0]]).expand(len(batch["features"]), 2)
+        return {"logits": logits + 0 * self.w, "loss": (self.w ** 2).sum() + 1.0}
+
+
+def test_early_stopping_keeps_the_best_validation_step_and_stops_after_patience():
+    def data(n):
+        return RowDataset({"features": np.zeros((n, 1), np.float32),
+                           "utility": np.tile(np.array([1.0, 0.0], np.float32), (n, 1))})
+    config = TrainConfig(batch_size=4, epochs=10, eval_every=2, patience=2, progress=False, lr=1e-3)
+    model = Peaks()
+    result = train(model, data(4), data(4), _collate, config)   # one batch per epoch: 10 steps at most
+    assert result.best_step == 4 and result.best_metric == 1.0
+    assert result.stopped_early and result.steps == 8           # validations at 6 and 8 were no better
+    assert [h["step"] for h in result.history] == [2, 4, 6, 8]
+    assert int(model.seen) == 4                                  # the best step's weights are back
+    full = train(Peaks(), data(4), data(4), _collate, TrainConfig(batch_size=4, epochs=10, eval_every=2,
+                                                                  progress=False, lr=1e-3))
+    assert full.steps == 10 and not full.stopped_early and full.best_step == 4

@@ -38,7 +38,11 @@ def train_cmd(
                                            "tiny-bert / tiny-llama."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per prompt (longer prompts are "
                                              "truncated, keeping the start)."),
-    epochs: Optional[float] = typer.Option(None),
+    epochs: Optional[float] = typer.Option(None, help="Epochs at most (with --patience, training may stop earlier)."),
+    patience: Optional[int] = typer.Option(None, help="Stop after this many validations without a better "
+                                           "average μn (0: never stop early)."),
+    balance: Optional[str] = typer.Option(None, help="none | sources: weigh each source in the loss as "
+                                          "average μn weighs it (linear, domain: also auto, chosen on validation)."),
     batch_size: Optional[int] = typer.Option(None, help="Per process."),
     lr: Optional[float] = typer.Option(None),
     grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps."),
@@ -62,7 +66,8 @@ def train_cmd(
     from lookahead_router.routers.neural import NeuralRouter
     from lookahead_router.training.engine import distributed_state
     state = distributed_state()
-    given = dict(backbone=backbone, max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr,
+    given = dict(backbone=backbone, max_length=max_length, epochs=epochs, patience=patience, balance=balance,
+                 batch_size=batch_size, lr=lr,
                  grad_accum=grad_accum, eval_every=eval_every, finetune=finetune, layers=layers, seed=seed,
                  resume=resume or None, output_dir=str(checkpoints) if checkpoints else None)
     try:
@@ -97,8 +102,10 @@ def train_cmd(
         return
     result = getattr(model, "train_result", None)
     if result is not None:
-        out.print(f"best validation utility {result.best_metric:.4f} at step {result.best_step} "
-                  f"of {result.steps}")
+        stop = " (stopped early: no better validation since)" if result.stopped_early else ""
+        out.print(f"best checkpoint: step {result.best_step} of {result.steps}{stop}, validation average "
+                  f"μn {100 * result.best_metric:.1f} (0 = a random pick, 100 = the best candidate "
+                  f"every time; training in {result.precision})")
     out.print(f"saved {model.name} router to {out_dir}")
 
 

@@ -33,6 +33,7 @@ from lookahead_router.evaluation.report import Report, aggregate, evaluate
 from lookahead_router.precision import environment, resolve_precision
 from lookahead_router.routers.base import ROUTERS, RouterError, make_router
 
+DEPLOYABLE = ("linear", "domain")   # what a user could deploy instead: every router is judged against both
 BASELINES = ("knn", "kmeans", "smoothie", "mlc-clm", "zooter-clm", "routerdc-clm",
              "mlc-mlm", "zooter-mlm", "routerdc-mlm")
 LOOKAHEAD = ("lookahead-clm-norm", "lookahead-clm", "lookahead-mlm-norm", "lookahead-mlm")
@@ -41,7 +42,7 @@ MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-n
                  "lookahead-mlm-separate")
 TASK_BEST = "task-best"
 PROTOCOLS = {"cv5": ("cv", 5), "lobo": ("lobo", 0), "split": ("split", 0)}
-SEEDED = {"kmeans"}  # besides the neural routers, whose options all take a seed
+SEEDED = {"kmeans", "linear", "domain"}  # besides the neural routers, whose options all take a seed
 
 
 def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingDataset:
@@ -52,9 +53,13 @@ def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingData
 
 
 @lru_cache(maxsize=None)
-def _seeded(router: str) -> bool:
+def _neural(router: str) -> bool:
     from lookahead_router.routers.neural import NeuralRouter
-    return router in SEEDED or isinstance(make_router(router), NeuralRouter)
+    return isinstance(make_router(router), NeuralRouter)
+
+
+def _seeded(router: str) -> bool:
+    return router in SEEDED or _neural(router)
 
 
 def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, protocol: str = "cv5",
@@ -131,8 +136,10 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
     if export is not None:
         export = Path(export)
         export.parent.mkdir(parents=True, exist_ok=True)
-        for name, suffix in (("report.json", ".json"), ("report.md", ".md"), ("mu_n.png", ".png")):
-            shutil.copyfile(out_dir / name, export.with_name(export.name + suffix))
+        for name, suffix in (("report.json", ".json"), ("report.md", ".md"), ("mu_n.png", ".png"),
+                             ("curves.png", "_curves.png")):
+            if (out_dir / name).is_file():
+                shutil.copyfile(out_dir / name, export.with_name(export.name + suffix))
     return report, meta
 
 
@@ -169,8 +176,11 @@ def _fold_decisions(ds: RoutingDataset, router: str, options: dict, fold, folder
                          [dict(zip(r.candidates, map(float, row))) for row in s])
         part.save(path)
         fold_t = {"fit_s": t1 - t0, "score_s": t2 - t1, "test_rows": len(fold.test)}
-        if getattr(r, "train_result", None) is not None:
-            fold_t.update(best_step=r.train_result.best_step, steps=r.train_result.steps)
+        result = getattr(r, "train_result", None)
+        if result is not None:   # the validation curve: average μn (%) against step
+            fold_t.update(best_step=result.best_step, steps=result.steps, stopped_early=result.stopped_early,
+                          train_precision=result.precision,
+                          curve=[[h["step"], round(100 * h["val_utility"], 2)] for h in result.history])
         timing_path.write_text(json.dumps(fold_t) + "\n")
     if fold_t is not None:
         timing["folds"][key] = fold_t
@@ -180,15 +190,19 @@ def _fold_decisions(ds: RoutingDataset, router: str, options: dict, fold, folder
 
 
 def headline_pairs(report: Report, routers: Sequence[str]) -> list[tuple[str, str]]:
-    """Each Lookahead router against the best query-only baseline of the run, every baseline
-    (MLM), ``task-best`` and its own w/o-RM row; the first-m ceiling against the w/o-RM row."""
-    baselines = [b for b in BASELINES if b in routers]
+    """Lookahead-MLM against every other row of the run (``task-best`` included); Lookahead-CLM
+    against the best query-only baseline, ``linear``, ``domain`` and ``task-best``; each against
+    its own w/o-RM row; the first-m ceiling against the MLM's w/o-RM row."""
+    baselines = [b for b in (*BASELINES, *DEPLOYABLE) if b in routers]
     best = max(baselines, key=report.avg_mu_n) if baselines else None
     pairs = []
     for la in ("lookahead-mlm", "lookahead-clm"):
         if la not in routers:
             continue
-        others = baselines if la == "lookahead-mlm" else [best] if best else []
+        if la == "lookahead-mlm":
+            others = [r for r in routers if r not in (la, f"{la}-norm")]
+        else:
+            others = list(dict.fromkeys([best, *[d for d in DEPLOYABLE if d in routers]] if best else []))
         pairs += [(la, b) for b in others] + [(la, TASK_BEST)]
         if f"{la}-norm" in routers:
             pairs.append((la, f"{la}-norm"))
@@ -220,7 +234,7 @@ def truncation(ds: RoutingDataset, options: dict) -> list[dict]:
 def _label_rules(options: dict) -> dict:
     from lookahead_router.routers.config import NeuralConfig
     default = NeuralConfig.labels
-    return {r: o.get("labels", default) for r, o in options.items() if _seeded(r) and r != "kmeans"}
+    return {r: o.get("labels", default) for r, o in options.items() if _neural(r)}
 
 
 def _check_settings(folder: Path, settings: dict) -> None:
@@ -257,9 +271,60 @@ def write_outputs(report: Report, comparisons: list[Comparison], meta: dict, out
              f"- device: {meta['device']}; precision {meta['precision']} ({meta['precision_setting']}; CPU "
              f"flags {' '.join(meta['cpu_flags']) or 'none'}); wall time {meta['wall_s'] / 60:.1f} min; "
              f"peak memory {meta['peak_rss_mib']:.0f} MiB", "", "## Paired comparisons", "",
-             comparisons_markdown(comparisons, report.benchmarks, len(meta["seeds"])), ""]
+             comparisons_markdown(comparisons, report.benchmarks, len(meta["seeds"])), "",
+             "## Training", "", training_markdown(meta["timings"]), ""]
     (out_dir / "report.md").write_text("\n".join(lines))
     plot_mu_n(report, [TASK_BEST, *routers], out_dir / "mu_n.png")
+    plot_curves(meta["timings"], out_dir / "curves.png")
+
+
+def training_markdown(timings: dict) -> str:
+    """Per router: fit time per fold, and for the neural routers the steps trained, the step kept
+    and how often early stopping ended training (from the folds' timing records)."""
+    lines = ["| router | fit s / fold | score s / fold | steps | best step | stopped early | trained in |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for router, t in timings.items():
+        folds = list(t["folds"].values())
+        if not folds:
+            continue
+        neural = [f for f in folds if "steps" in f]
+        mean = lambda key: f"{np.mean([f[key] for f in neural]):.0f}" if neural else "–"  # noqa: E731
+        early = f"{sum(f.get('stopped_early', False) for f in neural)} of {len(neural)}" if neural else "–"
+        trained = ", ".join(sorted({f.get("train_precision", "–") for f in neural})) or "–"
+        lines.append(f"| {router} | {np.mean([f['fit_s'] for f in folds]):.0f} | "
+                     f"{np.mean([f['score_s'] for f in folds]):.1f} | {mean('steps')} | {mean('best_step')} | "
+                     f"{early} | {trained} |")
+    return "\n".join(lines) + "\n\n- validation curves (average μn on each fold's validation split against step): curves.png"
+
+
+def plot_curves(timings: dict, path: Path) -> None:
+    """One panel per neural router: each (seed, fold)'s validation average μn against step, the
+    kept step marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    routers = [r for r, t in timings.items() if any(f.get("curve") for f in t["folds"].values())]
+    if not routers:
+        return
+    cols = min(4, len(routers))
+    rows = -(-len(routers) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3 * rows), squeeze=False)
+    for ax, router in zip(axes.flat, routers):
+        for key, fold in timings[router]["folds"].items():
+            if fold.get("curve"):
+                steps, values = zip(*fold["curve"])
+                line, = ax.plot(steps, values, linewidth=0.8, label=key)
+                best = steps.index(fold["best_step"]) if fold["best_step"] in steps else None
+                if best is not None:
+                    ax.plot(steps[best], values[best], "o", color=line.get_color(), markersize=3)
+        ax.set_title(router, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("validation avg μn")
+    for ax in list(axes.flat)[len(routers):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot_mu_n(report: Report, rows: list[str], path: Path) -> None:

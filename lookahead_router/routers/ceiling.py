@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lookahead_router.data.dataset import RoutingDataset
@@ -24,6 +23,7 @@ from lookahead_router.routers.backbones import ENCODER, backbone_config
 from lookahead_router.routers.base import RouterError, register
 from lookahead_router.routers.config import NeuralConfig
 from lookahead_router.routers.features import shared_extractor
+from lookahead_router.routers.losses import routing_bce
 from lookahead_router.routers.lookahead import LookaheadRouter
 from lookahead_router.routers.lookahead_mlm import LookaheadMLM
 from lookahead_router.routers.neural import NeuralRouter
@@ -78,8 +78,7 @@ class EmbeddingCeilingModel(nn.Module):
         logits = self.mlp(torch.cat([prompt, responses, prompt * responses, cand], -1)).squeeze(-1)
         out = {"logits": logits}
         if "labels" in batch:
-            known = ~torch.isnan(batch["labels"])
-            out["loss"] = F.binary_cross_entropy_with_logits(logits[known], batch["labels"][known])
+            out["loss"] = routing_bce(logits, batch)
         return out
 
 

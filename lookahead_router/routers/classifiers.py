@@ -29,6 +29,7 @@ from lookahead_router.routers.backbones import CAUSAL, ENCODER
 from lookahead_router.routers.base import RouterError, register
 from lookahead_router.routers.config import ClassifierConfig, NeuralConfig
 from lookahead_router.routers.features import shared_extractor
+from lookahead_router.routers.losses import routing_bce, row_weights
 from lookahead_router.routers.neural import NeuralRouter
 from lookahead_router.routers.trunk import Trunk, prompt_layout
 
@@ -74,9 +75,7 @@ class ClassifierModel(nn.Module):
 
 
 def mlc_loss(logits, batch, config, _z):
-    labels = batch["labels"]
-    mask = ~torch.isnan(labels)
-    return F.binary_cross_entropy_with_logits(logits[mask], labels[mask])
+    return routing_bce(logits, batch)
 
 
 def zooter_loss(logits, batch, config, _z):
@@ -84,7 +83,9 @@ def zooter_loss(logits, batch, config, _z):
     missing = torch.isnan(utility)
     target = torch.softmax((utility / config.kl_temperature).masked_fill(missing, -torch.inf), dim=-1)
     log_pred = torch.log_softmax(logits.masked_fill(missing, -1e4), dim=-1)
-    return F.kl_div(log_pred, target, reduction="batchmean")
+    per_row = F.kl_div(log_pred, target, reduction="none").sum(1, keepdim=True)
+    weight = row_weights(batch, utility)
+    return (per_row * weight).sum() / weight.sum().clamp(min=1e-12)
 
 
 def routerdc_loss(logits, batch, config, z):
@@ -100,7 +101,8 @@ def routerdc_loss(logits, batch, config, z):
     pos = logits.gather(1, ranked[:, :k_top])                            # [B, k_top]
     # -log(e^pos / (e^pos + sum e^neg)) for each positive: a query with equal scores teaches nothing
     denom = torch.logsumexp(torch.cat([pos.unsqueeze(2), neg.unsqueeze(1).expand(-1, k_top, -1)], 2), 2)
-    sample_llm = ((denom - pos).mean(1) * informative).sum() / informative.sum().clamp(min=1)
+    weight = row_weights(batch, utility).squeeze(1) * informative
+    sample_llm = ((denom - pos).mean(1) * weight).sum() / weight.sum().clamp(min=1e-12)
     # sample-sample: for each query, one same-cluster query of the batch is the positive
     cluster = batch["cluster"]
     eye = torch.eye(len(cluster), dtype=torch.bool, device=z.device)

@@ -15,6 +15,9 @@ from typing import Any
 from lookahead_router.data.labels import DEFAULT_THRESHOLD, LABEL_RULES
 
 
+BALANCES = ("none", "sources")
+
+
 class ConfigError(ValueError):
     """A router option is unknown or has a value it cannot take."""
 
@@ -30,18 +33,25 @@ class NeuralConfig:
     labels: str = "relative"      # label rule (data/labels.py): relative | absolute
     threshold: float = DEFAULT_THRESHOLD
     val_fraction: float = 0.1     # validation carved from the training rows when none is given
+    balance: str = "none"         # "sources": each source weighs in the loss as in average μn
     # the training engine (training/engine.py)
     lr: float = 5e-5
     batch_size: int = 64
-    epochs: float = 2.0
+    epochs: float = 2.0           # at most; with patience, training stops earlier
     grad_accum: int = 1
     eval_every: int = 100
+    patience: int = 0             # stop after this many validations without a better one (0: never)
+    bf16: bool = True             # autocast where the precision setting resolves to bf16 (False: fp32)
     seed: int = 0
     output_dir: str | None = None
     resume: bool = False
     progress: bool = True
 
     def check(self) -> None:
+        if self.balance not in BALANCES:
+            raise ConfigError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        if self.patience < 0:
+            raise ConfigError(f"patience must be >= 0, got {self.patience}")
         if self.labels not in LABEL_RULES:
             raise ConfigError(f"labels must be one of {LABEL_RULES}, got {self.labels!r}")
         if not 0.0 <= self.threshold <= 1.0:

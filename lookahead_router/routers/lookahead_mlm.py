@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lookahead_router.routers.losses import routing_bce
 from lookahead_router.routers.trunk import Trunk
 
 IGNORE = -100
@@ -168,9 +169,7 @@ def objective(logits: torch.Tensor, batch: dict, trunk: Trunk, states: torch.Ten
     (NaN = missing), plus the reconstruction of the target tokens when there are any."""
     out = {"logits": logits}
     if "labels" in batch:
-        labels = batch["labels"]
-        known = ~torch.isnan(labels)
-        loss = F.binary_cross_entropy_with_logits(logits[known].float(), labels[known])
+        loss = routing_bce(logits, batch)
         if targets is not None and (targets != IGNORE).any():
             rec = reconstruction_loss(trunk, states, targets, rec_tokens)
             loss = loss + rm_weight * rec

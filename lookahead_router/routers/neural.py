@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.data.labels import binary_labels, normalised_scores
+from lookahead_router.data.labels import binary_labels, metric_utility, normalised_scores, source_weights
 from lookahead_router.data.splits import validation_split
 from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, load_backbone, load_tokenizer, max_positions,
                                                 num_layers)
@@ -98,12 +98,20 @@ class NeuralRouter(Router):
                                      progress=self.config.progress)
         return extractor(prompts, desc=f"{self.name} prompt states")
 
-    def _columns(self, ds: RoutingDataset) -> dict:
+    def _columns(self, ds: RoutingDataset, validation: bool = False) -> dict:
+        """Training columns; a validation set also carries ``metric_utility``, whose mean over the
+        chosen candidates is the average μn the report gives (the engine keeps the best step by it)."""
         ds = ds.select_candidates(self.candidates)
         c = self.config
-        return {"query": self._queries(ds.queries["prompt"].tolist()),
-                "labels": binary_labels(ds, c.threshold, c.labels).astype(np.float32),
-                "utility": normalised_scores(ds).astype(np.float32), **self._extra_columns(ds)}
+        columns = {"query": self._queries(ds.queries["prompt"].tolist()),
+                   "labels": binary_labels(ds, c.threshold, c.labels).astype(np.float32),
+                   "utility": normalised_scores(ds).astype(np.float32), **self._extra_columns(ds)}
+        if validation:
+            columns["metric_utility"] = metric_utility(ds).astype(np.float32)
+        elif c.balance == "sources":   # every source of the training rows counts, as a benchmark does
+            w = source_weights(ds, counted=ds.sources)
+            columns["weight"] = (w * len(w) / max(w.sum(), 1e-12)).astype(np.float32)
+        return columns
 
     def _extra_columns(self, ds: RoutingDataset) -> dict:
         return {}
@@ -142,7 +150,7 @@ class NeuralRouter(Router):
             ds, validation = validation_split(ds, c.val_fraction, c.seed)
         torch.manual_seed(c.seed)
         self.plan = self._plan()
-        train_cols, val_cols = self._columns(ds), self._columns(validation)
+        train_cols, val_cols = self._columns(ds), self._columns(validation, validation=True)
         self.model = self._build()
         self._before_training(len(ds))
         self.train_result = train(self.model, RowDataset(train_cols), RowDataset(val_cols), self._collate,

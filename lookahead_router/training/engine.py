@@ -1,16 +1,20 @@
 """One readable training loop for every neural router (in the spirit of nanoGPT's train.py).
 
-AdamW, cosine schedule with linear warm-up, gradient accumulation, gradient clipping, bf16 on GPU,
-a validation pass and a checkpoint every ``eval_every`` optimizer steps, the best step chosen on a
-validation split (carved from the training fold by the caller, never the test fold), resume from
+AdamW, cosine schedule with linear warm-up, gradient accumulation, gradient clipping, bf16 autocast
+where the precision setting resolves to bf16 (a GPU, or a CPU with native bf16), a validation pass
+and a checkpoint every ``eval_every`` optimizer steps, the best step chosen on a validation split
+(carved from the training fold by the caller, never the test fold), early stopping after
+``patience`` validations without a better one (``epochs`` is then the most it trains), resume from
 the last checkpoint, seeds, and a progress bar with loss and ETA.
 
 It goes through 🤗 Accelerate, so the same code runs on one CPU, one GPU, or many processes under
 ``accelerate launch`` (each process sees its shard of every batch; the batch size is per process).
 
 The model contract: ``model(batch) -> {"loss": scalar, "logits": [B, T]}``; validation batches
-also carry ``batch["utility"]`` ([B, T] normalised scores, NaN where missing) and the validation
-metric is the mean utility of the top-scored candidate (higher is better; ties: lower loss).
+also carry ``batch["utility"]`` ([B, T] normalised scores, NaN where missing), or
+``batch["metric_utility"]`` (``data/labels.metric_utility``: its mean is the average μn), and the
+validation metric is the mean utility of the top-scored candidate (higher is better; ties: lower
+loss). Each validation is kept in ``TrainResult.history`` (the validation curve).
 """
 
 from __future__ import annotations
@@ -45,8 +49,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     eval_every: int = 100         # optimizer steps between validation + checkpoint
+    patience: int = 0             # validations without a better one before stopping (0: never stop early)
     seed: int = 0
-    bf16: bool = True             # on a GPU, where the precision setting resolves to bf16
+    bf16: bool = True             # autocast where the precision setting resolves to bf16 (GPU or native-bf16 CPU)
     output_dir: str | None = None  # checkpoints; a temporary folder when None
     resume: bool = False
     progress: bool = True
@@ -58,11 +63,13 @@ class TrainResult:
     best_metric: float
     steps: int
     history: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+    precision: str = "fp32"       # the arithmetic training ran in (bf16: autocast)
 
     def to_json(self) -> dict:
         """What a saved router records about its training (router.json, ``extra.training``)."""
         return {"best_step": self.best_step, "steps": self.steps, "best_metric": self.best_metric,
-                "history": self.history}
+                "stopped_early": self.stopped_early, "precision": self.precision, "history": self.history}
 
 
 def distributed_state() -> PartialState:
@@ -72,13 +79,15 @@ def distributed_state() -> PartialState:
 
 
 @torch.no_grad()
-def validate(model, loader, accelerator: Accelerator) -> tuple[float, float]:
+def validate(model, loader, accelerator: Accelerator, bf16: bool = False) -> tuple[float, float]:
     """(mean utility of the chosen candidate, mean loss) over the validation set."""
     model.eval()
     utilities, losses = [], []
     for batch in loader:
-        out = model(batch)
-        logits, utility = accelerator.gather_for_metrics((out["logits"].float(), batch["utility"]))
+        with _autocast(accelerator, bf16):
+            out = model(batch)
+        metric_utility = batch.get("metric_utility", batch["utility"])
+        logits, utility = accelerator.gather_for_metrics((out["logits"].float(), metric_utility))
         chosen = utility.gather(1, logits.argmax(1, keepdim=True)).squeeze(1)
         utilities.append(torch.nan_to_num(chosen, nan=0.0))
         losses.append(accelerator.gather_for_metrics(out["loss"].detach().float().reshape(1)))
@@ -94,11 +103,13 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
     if len(val_set) == 0:
         raise ValueError("the validation set is empty: give the router more training rows")
     set_seed(config.seed)
-    # bf16 mixed precision on a GPU where the precision setting resolves to bf16 (precision.py)
-    use_bf16 = config.bf16 and torch.cuda.is_available() and resolve_precision() == BF16
+    # bf16 autocast where the precision setting resolves to bf16 (precision.py): a GPU, or a CPU
+    # with native bf16 (where it trains the cpu preset's routers faster; bench/training_cost.py)
+    # (autocast by hand rather than Accelerate's mixed_precision, which is fixed per process: one
+    # process may train routers in both, e.g. bench/training_precision.py)
+    use_bf16 = config.bf16 and resolve_precision() == BF16
     accelerator = accelerator or Accelerator(
         cpu=not torch.cuda.is_available(), gradient_accumulation_steps=config.grad_accum,
-        mixed_precision="bf16" if use_bf16 else "no",
         # backbones carry weights a router never uses (BERT's pooler, an LM head): let DDP skip them
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     if config.output_dir:
@@ -121,7 +132,8 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
         model, optimizer, train_loader, val_loader, scheduler)
     total = max(1, math.ceil(math.ceil(len(train_loader) / config.grad_accum) * config.epochs))
 
-    state = {"step": 0, "best_step": 0, "best_metric": -math.inf, "best_loss": math.inf, "history": []}
+    state = {"step": 0, "best_step": 0, "best_metric": -math.inf, "best_loss": math.inf, "history": [],
+             "since_best": 0}
     last = out_dir / "last"
     if config.resume and (last / STATE_FILE).is_file():
         accelerator.load_state(str(last))
@@ -143,7 +155,8 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = model(batch)["loss"]
+                with _autocast(accelerator, use_bf16):
+                    loss = model(batch)["loss"]
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and config.max_grad_norm:
                     accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
@@ -156,26 +169,43 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
                 continue
             state["step"] += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{running:.4f}", val=f"{state['best_metric']:.4f}")
             if state["step"] % config.eval_every == 0 or state["step"] == total:
-                _checkpoint(model, val_loader, accelerator, state, out_dir, running)
-            if state["step"] >= total:
+                _checkpoint(model, val_loader, accelerator, state, out_dir, running, use_bf16)
+            postfix = {"loss": f"{running:.4f}"}
+            if state["history"]:   # the best validation metric so far, once there is one
+                postfix["best_val"] = f"{state['best_metric']:.4f}"
+            bar.set_postfix(postfix)
+            if state["step"] >= total or _patience_spent(state, config):
                 break
+        if _patience_spent(state, config):
+            break
     bar.close()
     accelerator.wait_for_everyone()
-    load_model(accelerator.unwrap_model(model), str(out_dir / "best" / "model.safetensors"))
+    # keep_fp32_wrapper=False takes autocast off the model's forward: scoring after training then
+    # runs exactly as it does in a router loaded from disk
+    load_model(accelerator.unwrap_model(model, keep_fp32_wrapper=False), str(out_dir / "best" / "model.safetensors"))
     accelerator.wait_for_everyone()
     if config.output_dir is None and accelerator.is_main_process:
         shutil.rmtree(out_dir, ignore_errors=True)
-    return TrainResult(state["best_step"], state["best_metric"], state["step"], state["history"])
+    return TrainResult(state["best_step"], state["best_metric"], state["step"], state["history"],
+                       stopped_early=state["step"] < total, precision=BF16 if use_bf16 else "fp32")
+
+
+def _autocast(accelerator: Accelerator, enabled: bool):
+    return torch.autocast(accelerator.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _patience_spent(state: dict, config: TrainConfig) -> bool:
+    return config.patience > 0 and state.get("since_best", 0) >= config.patience
 
 
 def _checkpoint(model, val_loader, accelerator: Accelerator, state: dict, out_dir: Path,
-                train_loss: float) -> None:
-    metric, val_loss = validate(model, val_loader, accelerator)
+                train_loss: float, bf16: bool) -> None:
+    metric, val_loss = validate(model, val_loader, accelerator, bf16)
     state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
                              "val_utility": metric})
     better = metric > state["best_metric"] or (metric == state["best_metric"] and val_loss < state["best_loss"])
+    state["since_best"] = 0 if better else state.get("since_best", 0) + 1
     if better:
         state.update(best_step=state["step"], best_metric=metric, best_loss=val_loss)
         if accelerator.is_main_process:

@@ -137,6 +137,18 @@ def test_train_cli_saves_a_router_that_loads(fake_parquet, tmp_path):
     assert bad.exit_code == 2 and "none.parquet" in bad.output
 
 
+def test_train_cli_trains_the_deployable_references(fake_parquet, tmp_path):
+    result = runner.invoke(app, ["train", "--router", "domain", "--data", str(fake_parquet), "--out",
+                                 str(tmp_path / "domain"), "--backbone", "tiny-bert", "--balance", "sources",
+                                 "--set", "cv_folds=2"])
+    assert result.exit_code == 0, result.output
+    assert "chosen by cross-validated average μn" in result.output and "balance=sources" in result.output
+    assert Router.load(tmp_path / "domain").chosen["balance"] == "sources"
+    bad = runner.invoke(app, ["train", "--router", "linear", "--data", str(fake_parquet), "--out",
+                              str(tmp_path / "x"), "--backbone", "tiny-bert", "--patience", "2"])
+    assert bad.exit_code == 2 and "unknown option(s) ['patience']" in bad.output
+
+
 def _train_args(data: Path, out: Path) -> list[str]:
     return ["train", "--router", "mlc-mlm", "--data", str(data), "--out", str(out), "--backbone",
             "tiny-bert", "--finetune", "--epochs", "2", "--batch-size", "4", "--eval-every", "3",

@@ -314,15 +314,19 @@ def test_config_errors_name_the_file_and_field(tmp_path, upstream):
         create_app(KeywordRouter(), load_config(path))
 
 
-def test_a_saved_real_router_serves(upstream, tmp_path):
-    """kNN on the packaged MiniLM, saved and loaded as `lookahead serve` does."""
+@pytest.mark.parametrize("name, options", [("knn", {"k": 5}), ("linear", {}), ("domain", {})])
+def test_a_saved_real_router_serves(upstream, tmp_path, name, options):
+    """kNN and the two deployable references on the packaged MiniLM, saved and loaded as
+    `lookahead serve` does (the domain router's domains: the prompts' topics as sources)."""
     from test_similarity_routers import CANDS as SIM_CANDS, CODE as CODE_PROMPTS, MATH as MATH_PROMPTS
     from test_similarity_routers import make_ds
-    from lookahead_router.routers.similarity import KNNRouter
+    from lookahead_router.data.dataset import RoutingDataset
+    from lookahead_router.routers.base import make_router
     assert SIM_CANDS == CANDS
-    scores = np.array([[1.0, 0.3, 0.0]] * len(MATH_PROMPTS) + [[0.0, 0.3, 1.0]] * len(CODE_PROMPTS))
-    KNNRouter(k=5).fit(make_ds(MATH_PROMPTS + CODE_PROMPTS, scores)).save(tmp_path / "knn")
-    with BackgroundServer(create_app(Router.load(tmp_path / "knn"), config(upstream))) as proxy:
+    ds = RoutingDataset.concat([make_ds(MATH_PROMPTS, np.array([[1.0, 0.3, 0.0]] * len(MATH_PROMPTS)), source="math"),
+                                make_ds(CODE_PROMPTS, np.array([[0.0, 0.3, 1.0]] * len(CODE_PROMPTS)), source="code")])
+    make_router(name, progress=False, **options).fit(ds).save(tmp_path / name)
+    with BackgroundServer(create_app(Router.load(tmp_path / name), config(upstream))) as proxy:
         c = client(proxy)
         assert ask(c, "Solve 2x - 4 = 10 for x.").model == "A"
         assert streamed(c, "Write a Python function to merge two sorted lists.")[0] == {"C"}

@@ -172,3 +172,29 @@ def test_early_stopping_keeps_the_best_validation_step_and_stops_after_patience(
     full = train(Peaks(), data(4), data(4), _collate, TrainConfig(batch_size=4, epochs=10, eval_every=2,
                                                                   progress=False, lr=1e-3))
     assert full.steps == 10 and not full.stopped_early and full.best_step == 4
+
+
+def test_routing_loss_weights_rows_as_if_repeated():
+    """balance=sources scales each row's loss: weight 2 on a row is that row counted twice."""
+    from lookahead_router.routers.losses import routing_bce
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.3, 0.1, -2.0]])
+    labels = torch.tensor([[1.0, 0.0, float("nan")], [0.0, 1.0, 1.0]])
+    weighted = routing_bce(logits, {"labels": labels, "weight": torch.tensor([2.0, 1.0])})
+    repeated = routing_bce(logits[[0, 0, 1]], {"labels": labels[[0, 0, 1]]})
+    assert weighted.item() == pytest.approx(repeated.item())
+    assert routing_bce(logits, {"labels": labels}).item() != pytest.approx(weighted.item())
+
+
+def test_balance_sources_weights_the_training_rows():
+    from lookahead_router.data.labels import balanced_weights
+    ds = topic_dataset()
+    columns = {}
+    for balance in ("sources", "none"):
+        router = make_router("mlc-mlm", backbone=TINY["mlm"], balance=balance, **FAST)
+        router.candidates = CANDS
+        router.plan = router._plan()
+        columns[balance] = router._columns(ds)
+    np.testing.assert_allclose(columns["sources"]["weight"], balanced_weights(ds), rtol=1e-6)
+    assert "weight" not in columns["none"]
+    with pytest.raises(RouterError, match="balance must be one of"):
+        make_router("mlc-mlm", balance="yes")

@@ -106,6 +106,11 @@ def train_cmd(
         out.print(f"best checkpoint: step {result.best_step} of {result.steps}{stop}, validation average "
                   f"μn {100 * result.best_metric:.1f} (0 = a random pick, 100 = the best candidate "
                   f"every time; training in {result.precision})")
+    chosen = getattr(model, "chosen", None)
+    if isinstance(chosen, dict):   # linear, domain: the grid point chosen by cross-validation
+        best = max(model.validation.values())
+        out.print(f"chosen by cross-validated average μn ({best:.1f}): "
+                  + ", ".join(f"{k}={v}" for k, v in chosen.items()))
     out.print(f"saved {model.name} router to {out_dir}")
 
 

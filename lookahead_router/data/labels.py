@@ -87,6 +87,13 @@ def source_weights(ds: RoutingDataset, counted: list[str] | None = None) -> np.n
     return weights
 
 
+def balanced_weights(ds: RoutingDataset) -> np.ndarray:
+    """[n] training-row weights of ``balance="sources"``, mean 1: every source of the rows (a
+    training-only one such as SelfOSS included) counts as a benchmark counts in average μn."""
+    w = source_weights(ds, counted=list(ds.sources))
+    return w * len(w) / max(w.sum(), 1e-12)
+
+
 def metric_utility(ds: RoutingDataset, counted: list[str] | None = None) -> np.ndarray:
     """[n, T] per-row utilities whose mean over rows, for the chosen candidates, is the average
     μn (as a fraction) over the ``counted`` sources: (normalised − row mean) · w_i · n. A

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.data.labels import average_mu_n, normalised_scores, source_weights
+from lookahead_router.data.labels import average_mu_n, balanced_weights, normalised_scores
 from lookahead_router.routers.base import RouterError, register
 from lookahead_router.routers.similarity import _EmbeddingRouter, _nanmean
 
@@ -50,11 +50,9 @@ class _FittedOnValidation(_EmbeddingRouter):
         self.chosen: dict | None = None
         self.validation: dict[str, float] = {}
 
-    def _row_weights(self, ds: RoutingDataset, balance: str) -> np.ndarray | None:
-        if balance != "sources":
-            return None
-        w = source_weights(ds, counted=ds.sources)
-        return w * len(w) / max(w.sum(), 1e-12)
+    @staticmethod
+    def _row_weights(ds: RoutingDataset, balance: str) -> np.ndarray | None:
+        return balanced_weights(ds) if balance == "sources" else None
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         emb = self.embed(ds.queries["prompt"].tolist(), desc=f"{self.name}: train")

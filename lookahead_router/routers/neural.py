@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.data.labels import binary_labels, metric_utility, normalised_scores, source_weights
+from lookahead_router.data.labels import balanced_weights, binary_labels, metric_utility, normalised_scores
 from lookahead_router.data.splits import validation_split
 from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, load_backbone, load_tokenizer, max_positions,
                                                 num_layers)
@@ -108,9 +108,8 @@ class NeuralRouter(Router):
                    "utility": normalised_scores(ds).astype(np.float32), **self._extra_columns(ds)}
         if validation:
             columns["metric_utility"] = metric_utility(ds).astype(np.float32)
-        elif c.balance == "sources":   # every source of the training rows counts, as a benchmark does
-            w = source_weights(ds, counted=ds.sources)
-            columns["weight"] = (w * len(w) / max(w.sum(), 1e-12)).astype(np.float32)
+        elif c.balance == "sources":
+            columns["weight"] = balanced_weights(ds).astype(np.float32)
         return columns
 
     def _extra_columns(self, ds: RoutingDataset) -> dict:

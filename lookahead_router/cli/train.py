@@ -125,8 +125,8 @@ def routers_cmd() -> None:
 @app.command("benchmark")
 def benchmark_cmd(
     data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
-    routers: Optional[List[str]] = typer.Option(None, help="Routers to train (default: the preset's: the six "
-                                                "baselines with classifiers on both backbones, Lookahead CLM / "
+    routers: Optional[List[str]] = typer.Option(None, help="Routers to train (default: the preset's: linear, "
+                                                "domain, the six baselines with classifiers on both backbones, Lookahead CLM / "
                                                 "MLM with their w/o-RM ablations and the response-aware ceilings)."),
     protocol: str = typer.Option("cv5", help="cv5 (5-fold, stratified by benchmark), lobo, split."),
     preset: str = typer.Option("cpu", help="smoke, cpu or gpu (lookahead_router/evaluation/presets/)."),
@@ -136,7 +136,7 @@ def benchmark_cmd(
                                     "assignment and initialisation, e.g. 0,1,2."),
     add_train: bool = typer.Option(True, help="Add training-only rows (SelfOSS) to every training fold."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a router option: "
-                                             "ROUTER.KEY=VALUE (ROUTER: a name, or a preset group: similarity, "
+                                             "ROUTER.KEY=VALUE (ROUTER: a name, or a preset group: similarity, linear, "
                                              "mlm, clm, lookahead-mlm, lookahead-clm, ceiling-full)."),
     export: Optional[Path] = typer.Option(None, help="Also write the report as EXPORT.json, .md and .png "
                                           "(e.g. bench/results/quality_cpu_cv5)."),

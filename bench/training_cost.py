@@ -28,17 +28,23 @@ FOLD_ROWS = 10835          # a cv5 training fold with SelfOSS; 10% of it is carv
 QUALITY_FOLDS = 15 + 7     # cv5 x 3 seeds + lobo
 
 
-def seconds_per_step(name: str, options: dict, ds, steps: int) -> float:
-    """Mean wall seconds of a training step (forward, backward, AdamW) over ``steps`` batches."""
+def seconds_per_step(name: str, options: dict, ds, steps: int, autocast: bool = False,
+                     curriculum_rows: int = FOLD_ROWS, seed: int | None = None) -> float:
+    """Mean wall seconds of a training step (forward, backward, AdamW) over ``steps`` batches;
+    ``autocast``: the forward under CPU bf16 autocast, as the engine trains where bf16 is native;
+    ``curriculum_rows``: the training rows Lookahead's curriculum is laid over; ``seed``: the
+    initialisation (None: the global generator as it stands)."""
     from lookahead_router.routers.base import make_router
     from lookahead_router.routers.neural import RowDataset
+    if seed is not None:
+        torch.manual_seed(seed)
     router = make_router(name, **{**options, "progress": False})
     router.candidates = list(ds.candidates)
     router.plan = router._plan()
     router._split()
     rows = RowDataset(router._columns(ds))
     model = router.model = router._build()
-    router._before_training(FOLD_ROWS)
+    router._before_training(curriculum_rows)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     size = options["batch_size"]
@@ -46,7 +52,9 @@ def seconds_per_step(name: str, options: dict, ds, steps: int) -> float:
     times = []
     for batch in batches:                     # the first step warms up and is not counted
         start = time.perf_counter()
-        model(batch)["loss"].backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = model(batch)["loss"]
+        loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter() - start)

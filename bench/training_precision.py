@@ -22,39 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lookahead_router.precision import environment
+from training_cost import seconds_per_step   # bench/ is the script's folder
 
 HERE = Path(__file__).parent
 ROUTERS = ("mlc-mlm", "lookahead-mlm-norm", "lookahead-mlm")
-
-
-def step_seconds(name: str, options: dict, ds, steps: int, autocast: bool) -> float:
-    from lookahead_router.routers.base import make_router
-    from lookahead_router.routers.neural import RowDataset
-    torch.manual_seed(0)
-    router = make_router(name, **{**options, "progress": False})
-    router.candidates = list(ds.candidates)
-    router.plan = router._plan()
-    router._split()
-    rows = RowDataset(router._columns(ds))
-    model = router.model = router._build()
-    router._before_training(len(ds))
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    size = options["batch_size"]
-    batches = [router._collate([rows[i] for i in range(s, s + size)]) for s in range(0, (steps + 1) * size, size)]
-    times = []
-    for batch in batches:                     # the first step warms up and is not counted
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            loss = model(batch)["loss"]
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        times.append(time.perf_counter() - start)
-    return float(np.mean(times[1:]))
 
 
 def main() -> None:
@@ -78,7 +51,8 @@ def main() -> None:
     sample = dev.subset(np.sort(rng.choice(len(dev), 64 * (args.steps + 1), replace=False)))
     speed = []
     for name in ROUTERS:
-        t = {on: step_seconds(name, preset.options(name), sample, args.steps, on) for on in (False, True)}
+        t = {on: seconds_per_step(name, preset.options(name), sample, args.steps, autocast=on,
+                                 curriculum_rows=len(sample), seed=0) for on in (False, True)}
         speed.append({"router": name, "fp32_s_per_step": t[False], "bf16_s_per_step": t[True],
                       "speed_up": t[False] / t[True]})
         print(speed[-1], flush=True)

@@ -63,6 +63,8 @@ def test_smoke_benchmark_trains_every_router_over_seeds_and_writes_the_report(fa
     assert (out / "curves.png").stat().st_size > 1000
     # Lookahead-MLM is compared with every other row, the deployable references included
     assert {("lookahead-mlm", r) for r in ("linear", "domain", "knn", "ceiling-full")} <= pairs
+    # and the full-response ceiling with linear (it reads the real responses, so should beat it)
+    assert ("ceiling-full", "linear") in pairs
     # every benchmark query is decided exactly once per seed, out of fold
     for seed in (0, 1):
         ids = [json.loads(line)["id"] for f in sorted((out / "decisions" / "knn" / f"seed{seed}").glob("*.jsonl"))

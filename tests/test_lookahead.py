@@ -217,6 +217,31 @@ def test_ceilings_read_responses_and_refuse_bare_prompts(tmp_path):
         np.testing.assert_array_equal(Router.load(tmp_path / name).score_rows(ds), scores)
 
 
+def test_full_response_ceiling_model_learns_from_unit_norm_embeddings():
+    """The ceiling reads unit-norm sentence embeddings (components ~ 1/sqrt(d)); its MLP must still
+    fit a label that a direction of the response embedding decides (unscaled, it stayed near
+    constant and the cpu-preset ceiling scored far below a ridge on the same features)."""
+    from lookahead_router.routers.ceiling import EmbeddingCeilingModel
+    g = torch.Generator().manual_seed(0)
+    n, T, d = 512, 3, 384
+    unit = lambda x: x / x.norm(dim=-1, keepdim=True)
+    prompts, responses = unit(torch.randn(n, d, generator=g)), unit(torch.randn(n, T, d, generator=g))
+    labels = (responses[..., 0] > 0).float()          # the answer's quality lives in the response
+    torch.manual_seed(0)
+    model = EmbeddingCeilingModel(d, T, hidden=64, dropout=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(10):
+        for i in range(0, n, 64):
+            loss = model({"query": prompts[i:i + 64], "response_emb": responses[i:i + 64],
+                          "labels": labels[i:i + 64]})["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        logits = model({"query": prompts, "response_emb": responses})["logits"]
+    assert ((logits > 0).float() == labels).float().mean() > 0.9
+
+
 def test_bad_options_are_clear_errors():
     with pytest.raises(RouterError, match="unknown option"):
         make_router("lookahead-clm", m=4)          # m belongs to the MLM

@@ -192,7 +192,8 @@ def _fold_decisions(ds: RoutingDataset, router: str, options: dict, fold, folder
 def headline_pairs(report: Report, routers: Sequence[str]) -> list[tuple[str, str]]:
     """Lookahead-MLM against every other row of the run (``task-best`` included); Lookahead-CLM
     against the best query-only baseline, ``linear``, ``domain`` and ``task-best``; each against
-    its own w/o-RM row; the first-m ceiling against the MLM's w/o-RM row."""
+    its own w/o-RM row; the first-m ceiling against the MLM's w/o-RM row; the full-response ceiling
+    against ``linear`` (a router reading the real responses should beat one reading the prompt)."""
     baselines = [b for b in (*BASELINES, *DEPLOYABLE) if b in routers]
     best = max(baselines, key=report.avg_mu_n) if baselines else None
     pairs = []
@@ -208,6 +209,8 @@ def headline_pairs(report: Report, routers: Sequence[str]) -> list[tuple[str, st
             pairs.append((la, f"{la}-norm"))
     if "ceiling-first-m" in routers and "lookahead-mlm-norm" in routers:
         pairs.append(("ceiling-first-m", "lookahead-mlm-norm"))
+    if "ceiling-full" in routers and "linear" in routers:
+        pairs.append(("ceiling-full", "linear"))
     return list(dict.fromkeys(pairs))
 
 

@@ -69,13 +69,18 @@ class EmbeddingCeilingModel(nn.Module):
     def __init__(self, dim: int, n_candidates: int, hidden: int, dropout: float):
         super().__init__()
         self.candidates = nn.Parameter(torch.randn(n_candidates, 32) * 0.02)
+        # The embeddings are unit-norm (components ~ 1/sqrt(d)): unscaled, the MLP's first layer
+        # starts near-constant and under-fits (measured: training-row μn 8-25 after 10 epochs, and
+        # the prompt-only variant collapsing to one candidate). LayerNorm puts them at unit scale.
+        self.norm = nn.LayerNorm(3 * dim)
         self.mlp = nn.Sequential(nn.Linear(3 * dim + 32, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 
     def forward(self, batch) -> dict:
         prompt, responses = batch["query"], batch["response_emb"]            # [B, d], [B, T, d]
         prompt = prompt.unsqueeze(1).expand_as(responses)
         cand = self.candidates.unsqueeze(0).expand(len(prompt), -1, -1)
-        logits = self.mlp(torch.cat([prompt, responses, prompt * responses, cand], -1)).squeeze(-1)
+        features = self.norm(torch.cat([prompt, responses, prompt * responses], -1))
+        logits = self.mlp(torch.cat([features, cand], -1)).squeeze(-1)
         out = {"logits": logits}
         if "labels" in batch:
             out["loss"] = routing_bce(logits, batch)

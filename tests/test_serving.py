@@ -42,11 +42,11 @@ def upstream():
         yield server
 
 
-def config(upstream, models=None, **options) -> ServeConfig:
+def config(upstream, models=None, timeout_s=1.0, **options) -> ServeConfig:
     models = models or {}
     return ServeConfig.model_validate({
         "models": {c: {"base_url": f"{upstream.url}/v1", "model": models.get(c, f"up-{c.lower()}"),
-                       "timeout_s": 1.0} for c in CANDS},
+                       "timeout_s": timeout_s} for c in CANDS},
         **options})
 
 
@@ -237,8 +237,10 @@ def test_concurrency_limit_answers_429(upstream):
 
 def test_no_request_is_lost_under_concurrency_with_fallbacks(upstream, tmp_path):
     log = tmp_path / "requests.sqlite"
-    cfg = config(upstream, {"A": "fail-load"}, request_log=str(log),
-                 circuit_breaker={"failures": 1000})  # keep trying A: every maths request falls back
+    # keep trying A: every maths request falls back; A fails at once, so a timeout that 48
+    # concurrent clients on a loaded 2-core machine cannot hit keeps B from timing out too
+    cfg = config(upstream, {"A": "fail-load"}, timeout_s=30.0, request_log=str(log),
+                 circuit_breaker={"failures": 1000})
     app = create_app(KeywordRouter(), cfg)
     results, errors = [], []
 

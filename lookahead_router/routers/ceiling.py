@@ -70,8 +70,8 @@ class EmbeddingCeilingModel(nn.Module):
         super().__init__()
         self.candidates = nn.Parameter(torch.randn(n_candidates, 32) * 0.02)
         # The embeddings are unit-norm (components ~ 1/sqrt(d)): unscaled, the MLP's first layer
-        # starts near-constant and under-fits (measured: training-row μn 8-25 after 10 epochs, and
-        # the prompt-only variant collapsing to one candidate). LayerNorm puts them at unit scale.
+        # starts near-constant and under-fits (tests/test_lookahead.py, ..._unit_norm_embeddings).
+        # LayerNorm puts them at unit scale.
         self.norm = nn.LayerNorm(3 * dim)
         self.mlp = nn.Sequential(nn.Linear(3 * dim + 32, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
 

@@ -1,7 +1,10 @@
 """Load benchmark of the routing proxy: C concurrent streaming clients for D seconds against fake
 upstreams on loopback: straight at the upstream, through `lookahead serve` naming a candidate
 (pass-through: the proxy's own overhead), through it with model "lookahead" (routed), and through
-LiteLLM's proxy in front of the same upstream (the widely run peer).
+LiteLLM's proxy in front of the same upstream (the widely run peer). Ours runs twice: one process
+logging to SQLite, then `--workers 2` logging to PostgreSQL (a throwaway server from Debian's
+package, or --database), as replicas behind one port would. The router's own throughput, alone in
+a process with every core, is measured too: routed throughput cannot exceed it.
 
 The proxy runs a real router (kNN on the packaged MiniLM, fitted on a slice of the routing
 dataset, unless --router names a saved one) and benchmark prompts. Reported: throughput, p50/p99
@@ -12,8 +15,8 @@ carrying an error event).
 
     .venv/bin/python bench/proxy_load.py [--clients 200] [--seconds 60] [--data runs/paper.parquet]
         [--router DIR] [--chunks 16] [--chunk-delay-ms 10] [--out NAME]
-        [--phases direct,pass-through,routed,litellm] [--litellm .venv-litellm/bin/litellm]
-        [--engine auto|torch|onnx|onnx-int8]
+        [--phases direct,pass-through,routed,pass-through-2w,routed-2w,litellm]
+        [--litellm .venv-litellm/bin/litellm] [--engine auto|torch|onnx|onnx-int8] [--database URL]
 
 Writes bench/results/<NAME>.json and .md (default NAME: proxy_load_<device>). Upstream, proxy
 and clients share the machine, so on a small CPU they compete for it; the report says so. Each
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import importlib.metadata
 import json
 import os
@@ -57,7 +61,11 @@ from lookahead_router.precision import environment
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
-PHASES = ("direct", "pass-through", "routed", "litellm")
+PHASES = ("direct", "pass-through", "routed", "pass-through-2w", "routed-2w", "litellm")
+OURS = {  # phase -> (workers, request log)
+    "pass-through": (1, "sqlite"), "routed": (1, "sqlite"),
+    "pass-through-2w": (2, "postgres"), "routed-2w": (2, "postgres"),
+}
 LITELLM = HERE.parent / ".venv-litellm" / "bin" / "litellm"  # `make litellm-peer`
 
 
@@ -141,9 +149,13 @@ def run_phase(label: str, url: str, model: str, prompts: list[str], args, proces
     asyncio.run(warm_up(url, model))
     watched = {name: psutil.Process(proc.pid) for name, proc in processes.items()}
     watched["clients"] = psutil.Process()
-    before = {name: sum(p.cpu_times()[:2]) for name, p in watched.items()}
+
+    def cpu(p):  # a server and its workers (`--workers N`); the load generator alone
+        family = [p] if p.pid == os.getpid() else [p, *p.children(recursive=True)]
+        return sum(sum(q.cpu_times()[:2]) for q in family)
+    before = {name: cpu(p) for name, p in watched.items()}
     result = asyncio.run(load(url, model, prompts, args.clients, args.seconds))
-    spent = {name: sum(p.cpu_times()[:2]) - before[name] for name, p in watched.items()}
+    spent = {name: cpu(p) - before[name] for name, p in watched.items()}
     result["cpu"] = {name: {"ms_per_request": 1000 * s / max(result["requests"], 1),
                             "cores": s / result["wall_s"]} for name, s in spent.items()}
     return result
@@ -162,6 +174,49 @@ def build_router(data: Path, out: Path) -> Path:
     ds = RoutingDataset.load(data)
     rows = np.random.default_rng(0).choice(len(ds), size=min(400, len(ds)), replace=False)
     return KNNRouter(k=20).fit(ds.subset(np.sort(rows))).save(out)
+
+
+def database(args, work: Path) -> str:
+    """The 2-worker phases' request log: --database, else a throwaway PostgreSQL server (Debian's
+    package; the tests' helper, tests/postgres_server.py)."""
+    if args.database:
+        return args.database
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from postgres_server import PostgresServer, server_bin
+    if server_bin() is None:
+        raise SystemExit("the 2-worker phases log to PostgreSQL: install it (apt-get install postgresql) "
+                         "or pass --database postgresql://...")
+    server = PostgresServer(server_bin())
+    atexit.register(server.close)  # after the report has read the log
+    return server.new_database()
+
+
+def from_log(url: str, sql: str) -> list[tuple]:
+    if url.startswith("postgresql"):
+        import psycopg
+        with psycopg.connect(url) as conn:
+            return conn.execute(sql).fetchall()
+    with sqlite3.connect(url) as db:
+        return db.execute(sql).fetchall()
+
+
+def router_throughput(router_dir: Path, engine: str, prompts: list[str], batch: int = 8, seconds: float = 20) -> dict:
+    """The router alone, in a process of its own with every core and nothing else running, on the
+    same prompts in batches of ``batch`` (about the proxy's): the ceiling of routed throughput."""
+    script = f"""
+import json, sys, time
+from lookahead_router.routers.base import Router
+from lookahead_router.routers.features import inference_only, use_engine
+inference_only(); use_engine({engine!r})
+router = Router.load({str(router_dir)!r}); router.score(["warm-up"])
+prompts = json.load(sys.stdin); done, began = 0, time.perf_counter()
+while time.perf_counter() - began < {seconds}:
+    router.score(prompts[done % len(prompts):][:{batch}]); done += {batch}
+print(json.dumps({{"queries_per_s": done / (time.perf_counter() - began), "batch": {batch}}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], input=json.dumps(prompts), capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def start_litellm(exe: Path, up_port: int, port: int, work: Path) -> subprocess.Popen:
@@ -193,16 +248,6 @@ def start_litellm(exe: Path, up_port: int, port: int, work: Path) -> subprocess.
                                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def versions(litellm: Path | None) -> dict:
     ours = {f"ours_{name}": importlib.metadata.version(name) for name in ("uvicorn", "fastapi")}
     if litellm is None:
@@ -231,6 +276,8 @@ def main() -> None:
                         help="LiteLLM's executable (default: .venv-litellm's, `make litellm-peer`)")
     parser.add_argument("--engine", default="auto", help="`lookahead serve --engine`: what runs the router's "
                         "encoder")
+    parser.add_argument("--database", help="PostgreSQL URL for the 2-worker phases' request log "
+                        "(default: a throwaway server started here)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
@@ -244,10 +291,10 @@ def main() -> None:
         print(f"NOTICE: skipping the litellm phase: {litellm_skipped} (`make litellm-peer` installs "
               "it, or pass --litellm PATH)", flush=True)
         phases.remove("litellm")
-    ours = "pass-through" in phases or "routed" in phases
+    ours = any(p in OURS for p in phases)
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.routers.base import Router
-    from lookahead_router.serving.fake_upstream import free_port, wait_until_serving
+    from lookahead_router.serving.fake_upstream import free_port, stop, wait_until_serving
 
     work = Path(tempfile.mkdtemp(prefix="proxy-load-"))
     router = router_dir = None
@@ -257,10 +304,11 @@ def main() -> None:
     ds = RoutingDataset.load(args.data)
     prompts = [p for p in ds.queries["prompt"] if len(p) < 4000][:2000]
     up_port, proxy_port, litellm_port = free_port(), free_port(), free_port()
+    router_alone = router_throughput(router_dir, args.engine, prompts) if "routed" in " ".join(phases) else None
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     up_url = f"http://127.0.0.1:{up_port}"
-    results = dict.fromkeys(("direct", "pass_through", "routed", "litellm"))
-    metrics, procs = "", []
+    results = dict.fromkeys(p.replace("-", "_") for p in PHASES)
+    metrics, logs, procs = {}, {}, []
     upstream = subprocess.Popen([sys.executable, "-m", "lookahead_router.serving.fake_upstream",
                                  "--port", str(up_port), "--chunks", str(args.chunks),
                                  "--chunk-delay-ms", str(args.chunk_delay_ms)], env=env)
@@ -269,26 +317,27 @@ def main() -> None:
         wait_until_serving(f"{up_url}/docs", upstream)
         results["direct"] = run_phase("direct", f"{up_url}/v1/chat/completions", "up-0", prompts, args,
                                       {"upstream": upstream})
-        if ours:
+        for workers, log_kind in sorted({OURS[p] for p in phases if p in OURS}):
+            log_url = str(work / "requests.sqlite") if log_kind == "sqlite" else database(args, work)
+            logs[workers] = log_url
             config = {"models": {c: {"base_url": f"{up_url}/v1", "model": f"up-{i}", "timeout_s": 30}
                                  for i, c in enumerate(router.candidates)},
-                      "concurrency": args.clients + 56, "request_log": str(work / "requests.sqlite")}
+                      "concurrency": args.clients + 56, "request_log": log_url,
+                      "request_log_spool": str(work / f"spool-{workers}")}
             (work / "models.yaml").write_text(json.dumps(config))  # JSON is YAML
             proxy = subprocess.Popen([str(BIN / "lookahead"), "serve", "--router", str(router_dir),
                                       "--engine", args.engine, "--config", str(work / "models.yaml"),
-                                      "--port", str(proxy_port)],
+                                      "--port", str(proxy_port), "--workers", str(workers)],
                                      env=env, stdout=subprocess.DEVNULL)
             procs.append(proxy)
             wait_until_serving(f"http://127.0.0.1:{proxy_port}/health", proxy)
             url = f"http://127.0.0.1:{proxy_port}/v1/chat/completions"
-            if "pass-through" in phases:
-                results["pass_through"] = run_phase("pass-through", url, router.candidates[0], prompts, args,
-                                                    {"upstream": upstream, "proxy": proxy})
-            if "routed" in phases:
-                results["routed"] = run_phase("routed", url, "lookahead", prompts, args,
-                                              {"upstream": upstream, "proxy": proxy})
-            metrics = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text
-            stop(proxy)  # not competing for the CPU with LiteLLM's phase
+            for phase in [p for p in phases if OURS.get(p) == (workers, log_kind)]:
+                model = "lookahead" if phase.startswith("routed") else router.candidates[0]
+                results[phase.replace("-", "_")] = run_phase(phase, url, model, prompts, args,
+                                                             {"upstream": upstream, "proxy": proxy})
+            metrics[workers] = httpx.get(f"http://127.0.0.1:{proxy_port}/metrics").text  # one worker's
+            stop(proxy)  # not competing for the CPU with the next server
         if "litellm" in phases:
             print(f"starting LiteLLM ({args.litellm}) ...", flush=True)
             peer = start_litellm(args.litellm, up_port, litellm_port, work)
@@ -304,19 +353,20 @@ def main() -> None:
     finally:
         for proc in reversed(procs):
             stop(proc)
+
     direct = results["direct"]
-    router_ms = []
-    if ours and (work / "requests.sqlite").exists():
-        router_ms = [r[0] for r in sqlite3.connect(work / "requests.sqlite").execute(
-            "SELECT router_ms FROM requests WHERE router_ms IS NOT NULL")]
-    batch_sum = _metric(metrics, "lookahead_router_batch_size_sum")
-    batch_count = _metric(metrics, "lookahead_router_batch_size_count")
+    router_ms = {w: [r[0] for r in from_log(url, "SELECT router_ms FROM requests WHERE router_ms IS NOT NULL")]
+                 for w, url in logs.items()}
+    per_replica = {w: sorted(n for _, n in from_log(url, "SELECT replica, COUNT(*) FROM requests GROUP BY replica"))
+                   for w, url in logs.items()}
+    batches = {w: _metric(text, "lookahead_router_batch_size_sum") / _metric(text, "lookahead_router_batch_size_count")
+               for w, text in metrics.items()}
     added = {phase: {k: {p: x[k][p] - direct[k][p] for p in ("p50", "p99")}
                      for k in ("ttfb_ms", "total_ms")}
              for phase, x in results.items() if phase != "direct" and x is not None}
     ratio = {phase: {k: {p: _ratio(added[phase][k][p], added["litellm"][k][p]) for p in ("p50", "p99")}
                      for k in ("ttfb_ms", "total_ms")}
-             for phase in ("pass_through", "routed") if phase in added and "litellm" in added}
+             for phase in added if phase != "litellm" and "litellm" in added}
     result = {
         **environment(),   # the proxy's subprocess inherits the precision setting
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (upstream, proxy and clients share it)",
@@ -328,13 +378,17 @@ def main() -> None:
         **results,
         "added_ms": added,
         "added_vs_litellm": ratio,  # ours added / LiteLLM's added, same percentile
-        "router_inference_ms": _percentiles([m / 1000 for m in router_ms]) if "routed" in phases else None,
-        "router_mean_batch": batch_sum / batch_count if batch_count else float("nan"),
+        # per worker count: from the request log (routed requests only) and one worker's /metrics
+        "router_inference_ms": {w: _percentiles([m / 1000 for m in ms]) for w, ms in router_ms.items() if ms},
+        "router_mean_batch": batches,
+        "request_logs": {w: "postgresql" if u.startswith("postgresql") else "sqlite" for w, u in logs.items()},
         "versions": versions(args.litellm if "litellm" in phases else None),
         "litellm_options": ("--num_workers 1 --keepalive_timeout 75, uvicorn + uvloop + httptools, no "
                             "access log, LITELLM_LOG=ERROR, no callbacks/DB/retries/master key, "
                             "telemetry off") if "litellm" in phases else None,
         "litellm_skipped": litellm_skipped,
+        "router_alone": router_alone,
+        "logged_per_replica": per_replica,  # per worker count: rows each worker logged (every phase)
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
     }
     name = args.out or f"proxy_load_{'cuda' if _has_cuda() else 'cpu'}"
@@ -365,8 +419,10 @@ def markdown(r: dict) -> str:
         "| | requests | errors | throughput (req/s) | TTFB p50 | TTFB p99 | total p50 | total p99 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    labels = {"direct": "direct to upstream", "pass_through": "proxy, pass-through",
-              "routed": "proxy, routed", "litellm": "LiteLLM proxy"}
+    labels = {"direct": "direct to upstream", "pass_through": "proxy, pass-through (1 worker, SQLite log)",
+              "routed": "proxy, routed (1 worker, SQLite log)",
+              "pass_through_2w": "proxy, pass-through (2 workers, PostgreSQL log)",
+              "routed_2w": "proxy, routed (2 workers, PostgreSQL log)", "litellm": "LiteLLM proxy"}
     for phase, label in labels.items():
         if (x := r.get(phase)) is None:
             continue
@@ -374,7 +430,7 @@ def markdown(r: dict) -> str:
                     f"{x['ttfb_ms']['p50']:.1f} | {x['ttfb_ms']['p99']:.1f} | "
                     f"{x['total_ms']['p50']:.1f} | {x['total_ms']['p99']:.1f} |")
     for phase, a in r["added_ms"].items():
-        label = "added by LiteLLM" if phase == "litellm" else f"added by the proxy, {phase.replace('_', '-')}"
+        label = "added by LiteLLM" if phase == "litellm" else f"added by the proxy, {labels[phase][7:]}"
         rows.append(f"| {label} | | | | {a['ttfb_ms']['p50']:.1f} | "
                     f"{a['ttfb_ms']['p99']:.1f} | {a['total_ms']['p50']:.1f} | {a['total_ms']['p99']:.1f} |")
     lines = [f"# Proxy load: {r['clients']} concurrent streaming clients, {r['seconds']:.0f} s per phase", ""]
@@ -406,9 +462,18 @@ def markdown(r: dict) -> str:
         lines += ["Where the CPU goes: ms of CPU per request (cores in use) of each process, per phase:", "",
                   "| | proxy (ours or LiteLLM) | fake upstream | load generator |", "|---|---:|---:|---:|",
                   *cpu_rows, ""]
-    if (ri := r.get("router_inference_ms")) is not None:
-        lines += [f"Router inference inside the proxy (queueing for a batch included): p50 {ri['p50']:.1f} "
-                  f"ms, p99 {ri['p99']:.1f} ms; mean batch {r['router_mean_batch']:.1f} prompts.", ""]
+    for workers, ri in (r.get("router_inference_ms") or {}).items():
+        lines += [f"Router inference inside the proxy, {workers} worker(s) (queueing for a batch included): "
+                  f"p50 {ri['p50']:.1f} ms, p99 {ri['p99']:.1f} ms; mean batch "
+                  f"{r['router_mean_batch'].get(workers, float('nan')):.1f} prompts (one worker's /metrics).", ""]
+    for workers, counts in (r.get("logged_per_replica") or {}).items():
+        if len(counts) > 1:
+            lines += [f"Requests each of the {workers} workers served (from the request log): "
+                      f"{', '.join(map(str, counts))}.", ""]
+    if (alone := r.get("router_alone")) is not None:
+        lines += [f"The router alone (its own process, every core, nothing else running, batches of "
+                  f"{alone['batch']}, engine {r['engine']}): {alone['queries_per_s']:.1f} queries/s, the "
+                  "ceiling of routed throughput on this machine.", ""]
     lines += [f"Command: `{r['command']}`", ""]
     return "\n".join(lines)
 

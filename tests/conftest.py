@@ -126,3 +126,18 @@ def fake_dataset(fake_release):
 def real_release() -> Path | None:
     path = Path(os.environ.get("LOOKAHEAD_DATA", "../shared/lookahead-data"))
     return path if (path / "test" / "GSM8k").is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres_server.py)."""
+    from postgres_server import PostgresServer, server_bin
+    bindir = server_bin()
+    if bindir is None:
+        message = "PostgreSQL's server programs are not installed (Debian: apt-get install postgresql)"
+        if os.environ.get("LOOKAHEAD_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + "; LOOKAHEAD_REQUIRE_POSTGRES=1 forbids skipping")
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    yield server
+    server.close()

@@ -311,7 +311,7 @@ def test_config_errors_name_the_file_and_field(tmp_path, upstream):
     with pytest.raises(ConfigError, match="exactly one of base_url"):
         load_config(path)
     path.write_text("models:\n  A: {base_url: http://x/v1}\nrequest_log: logs/r.sqlite\n")
-    assert load_config(path).request_log == tmp_path / "logs/r.sqlite"  # relative to the file
+    assert load_config(path).request_log == str(tmp_path / "logs/r.sqlite")  # relative to the file
     with pytest.raises(ConfigError, match=r"candidate\(s\) \['B', 'C'\] have no upstream"):
         create_app(KeywordRouter(), load_config(path))
 

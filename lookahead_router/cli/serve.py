@@ -29,36 +29,36 @@ def serve_cmd(
                                          "would compute in fp32 (no GPU, no native bf16, or --precision fp32) "
                                          "and the backbone exports, else torch. Overrides the config's "
                                          "'engine' (default auto)."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Worker processes on the port, each with its "
+                                "own router and the machine's cores split between them; a worker that "
+                                "dies is restarted. Give them a shared request log (PostgreSQL) to log "
+                                "every request in one place."),
 ) -> None:
     """Serve OpenAI's chat API: model "lookahead" is routed, candidate names pass straight through."""
-    import uvicorn
-
-    from lookahead_router.routers.base import Router
-    from lookahead_router.routers.features import active_extractors, inference_only, use_engine
-    from lookahead_router.serving.app import create_app
-    from lookahead_router.serving.config import ConfigError, load_config
+    from lookahead_router.routers.features import active_extractors
+    from lookahead_router.serving.app import check_candidates, create_app
+    from lookahead_router.serving.launch import ServeSettings, load_serving, serve
+    from lookahead_router.serving.log_stores import open_store
+    settings = ServeSettings(str(config_file), str(router_dir) if router_dir else None, cost_weight, engine,
+                             host, port, workers)
+    application = None
     try:
-        config = load_config(config_file)
-        if cost_weight is not None:
-            config.cost_weight = cost_weight
-        if engine is not None:
-            config.engine = engine
-        router_dir = router_dir or config.router
-        if router_dir is None:
-            raise ConfigError(f"{config_file}: no router: pass --router DIR or set 'router' in the config")
-        inference_only()  # a server embeds every new prompt: keep no cache, print no bars
-        use_engine(config.engine)  # before the router makes its feature extractor
-        router = Router.load(router_dir)
-        application = create_app(router, config)
-        # Load weights and caches now, not on the first request: the router makes its extractor
-        # here, so the onnx engines export (first run) or load their cached graph at this point.
-        router.score(["warm-up"])
+        # Loaded here in every case, so a bad config, router or database fails now, once, and an
+        # onnx engine exports its graph once (the workers read it from the disk cache).
+        config, router, router_dir = load_serving(settings)
+        if workers == 1:
+            application = create_app(router, config)
+        else:
+            check_candidates(router, config)
+            if config.request_log:
+                open_store(config.request_log).close()  # reachable, and its tables made or migrated
     except _known_errors() as exc:
         _fail(exc)
     encoders = active_extractors()
     described = ", ".join(sorted({f"{e.spec} on {e.engine} in {e.precision}" for e in encoders})) or "none"
     out.print(f"routing among {', '.join(router.candidates)} with {router.name} ({router_dir}; encoder "
-              f"{described}); OpenAI base URL http://{host}:{port}/v1, model \"lookahead\"", highlight=False)
+              f"{described}); OpenAI base URL http://{host}:{port}/v1, model \"lookahead\""
+              + (f"; {workers} worker processes" if workers > 1 else ""), highlight=False)
     trained = router.trained_with.get("precision")
     if trained and any(e.precision != trained for e in encoders):
         err.print(f"[yellow]warning:[/] the router was trained on features computed in {trained}; this server "
@@ -66,15 +66,13 @@ def serve_cmd(
                   f"trained (about 2% for kNN between bf16 and fp32: bench/results/onnx_agreement_cpu_bf16.md). "
                   f"To route as trained: `lookahead --precision {trained} serve ... --engine "
                   f"{'torch' if trained == 'bf16' else 'auto'}`", highlight=False, soft_wrap=True)
-    # Keep idle client connections longer than clients keep them (httpx: 5 s), so that a client
-    # never reuses a connection the server is closing at that moment (a spurious ReadError).
-    uvicorn.run(application, host=host, port=port, log_level="warning", access_log=False,
-                timeout_keep_alive=75)
+    del router  # the workers load their own
+    serve(settings, application)
 
 
 @log_app.command("export")
 def log_export(
-    db: Path = typer.Option(..., help="The proxy's request log (SQLite)."),
+    db: str = typer.Option(..., help="The proxy's request log: a SQLite file or a postgresql:// URL."),
     out_file: Path = typer.Option(..., "--out", help="Prompts file to write (JSONL: id, prompt)."),
 ) -> None:
     """Write the distinct logged prompts as JSONL, for `lookahead route` and data collection."""

@@ -206,7 +206,10 @@ def _down_projections(path: Path) -> list[str]:
 
 
 def default_threads() -> int:
-    """The cores this process may use: one intra-op thread each (spreading one query's matmuls)."""
+    """The cores this process may use: one intra-op thread each (spreading one query's matmuls).
+    ``LOOKAHEAD_THREADS`` sets it (`lookahead serve --workers N` gives each worker its share)."""
+    if os.environ.get("LOOKAHEAD_THREADS", "").isdigit():
+        return max(1, int(os.environ["LOOKAHEAD_THREADS"]))
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:                  # not Linux

@@ -201,5 +201,8 @@ class SSERelay(StreamingResponse):
                 await send({"type": "http.response.body", "body": b"data: " + orjson.dumps({"error": error})
                             + b"\n\n", "more_body": False})
                 return 502, "upstream_failed_mid_stream", message
+        # Logged before the last byte goes out: a client that saw [DONE] has its row in the spool,
+        # even if this process is killed the next instant.
+        self.admission.finish(200, "ok")
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
         return 200, "ok", None

@@ -47,10 +47,7 @@ class Proxy:
     the shared HTTP session, the concurrency limit, metrics and the request log."""
 
     def __init__(self, router: Router, config: ServeConfig):
-        missing = [c for c in router.candidates if c not in config.models]
-        if missing:
-            raise ConfigError(f"models: the router's candidate(s) {missing} have no upstream "
-                              f"(the config names {list(config.models)})")
+        check_candidates(router, config)
         self.router, self.config = router, config
         self.keys = [k.encode() for k in config.client_keys()]
         self.metrics = ProxyMetrics()
@@ -59,7 +56,9 @@ class Proxy:
         upstreams = {name: make_upstream(name, up, self.session) for name, up in config.models.items()}
         self.fallback = FallbackChain(upstreams, config.circuit_breaker, config.max_attempts, self.metrics)
         self.model_names = [ROUTED_MODEL, *upstreams]
-        self.log = RequestLog(config.request_log, config.log_prompts) if config.request_log else None
+        self.log = (RequestLog(config.request_log, config.log_prompts, config.request_log_spool,
+                               int(config.request_log_buffer_mb * (1 << 20)), self.metrics.log_counters())
+                    if config.request_log else None)
         self.batcher = RouteBatcher(router, config.prices(), config.batch.max_size, config.batch.max_wait_ms,
                                     on_batch=self.metrics.router_batch.observe)
 
@@ -109,7 +108,8 @@ class Proxy:
             self.check_model(chat.model)
             record.prompt = chat_prompt(chat, body, self.config.max_input_chars)
             name, answer = await unless_client_leaves(request.receive, self._answer(chat, body, admitted))
-            headers = {"x-lookahead-model": name, "x-lookahead-attempts": str(len(record.attempts) + 1)}
+            headers = {"x-lookahead-model": name, "x-lookahead-attempts": str(len(record.attempts) + 1),
+                       "x-request-id": record.request_id}
             if chat.stream:
                 return admitted.stream(name, *answer, headers)
             answer["model"] = name
@@ -154,6 +154,13 @@ class Proxy:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+def check_candidates(router: Router, config: ServeConfig) -> None:
+    missing = [c for c in router.candidates if c not in config.models]
+    if missing:
+        raise ConfigError(f"models: the router's candidate(s) {missing} have no upstream "
+                          f"(the config names {list(config.models)})")
+
+
 def _model_card(name: str) -> dict:
     return {"id": name, "object": "model", "created": 0, "owned_by": "lookahead-router"}
 
@@ -170,7 +177,7 @@ def create_app(router: Router, config: ServeConfig) -> FastAPI:
     app.state.proxy = proxy
     if config.cors_origins:  # preflights are answered here, before any key check
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["*"], expose_headers=["x-lookahead-model", "x-lookahead-attempts"])
+                           allow_headers=["*"], expose_headers=["x-lookahead-model", "x-lookahead-attempts", "x-request-id"])
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request, exc: OpenAIError):

@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lookahead_router.routers.cost import DEFAULT_OUTPUT_TOKENS, Price
+from lookahead_router.serving.log_stores import is_postgres, sqlite_path
 
 
 class ConfigError(ValueError):
@@ -106,7 +107,11 @@ class ServeConfig(_Strict):
     api_keys_env: Optional[str] = None                 # env var: comma-separated client keys
     api_keys_file: Optional[Path] = None               # one client key per line
     cors_origins: list[str] = []                       # browser origins allowed to call (["*"]: any); none: CORS off
-    request_log: Optional[Path] = None                 # SQLite file; unset: no log
+    # The request log: a SQLite file (path or sqlite:///path) or a PostgreSQL URL shared by every
+    # replica (postgresql://user@host:5432/db; libpq's PGPASSWORD etc. apply); unset: no log.
+    request_log: Optional[str] = None
+    request_log_spool: Optional[Path] = None           # rows wait here for the database (default: request_log.py)
+    request_log_buffer_mb: float = Field(256, gt=0)    # spool bound while the database is down; then rows are dropped
     log_prompts: bool = True                           # keep prompt text (for `lookahead log export`)
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     batch: BatchConfig = BatchConfig()
@@ -167,7 +172,9 @@ def _resolve_paths(config: ServeConfig, base: Path) -> ServeConfig:
         return p if p is None or p.is_absolute() else (base / p)
     config.router = resolve(config.router)
     config.api_keys_file = resolve(config.api_keys_file)
-    config.request_log = resolve(config.request_log)
+    config.request_log_spool = resolve(config.request_log_spool)
+    if config.request_log is not None and not is_postgres(config.request_log):
+        config.request_log = str(resolve(sqlite_path(config.request_log)))
     for up in config.models.values():
         up.replay = resolve(up.replay)
     return config

@@ -153,6 +153,17 @@ def wait_until_serving(url: str, proc: subprocess.Popen, seconds: float = 180) -
             time.sleep(0.2)
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a server process, killing it if it has not stopped within 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

@@ -32,6 +32,21 @@ class ProxyMetrics:
         self.circuit_open = Gauge("lookahead_circuit_open", "1 while a candidate's circuit is open",
                                   ["model"], registry=r)
         self.in_flight = Gauge("lookahead_in_flight_requests", "Requests being answered", registry=r)
+        self.log_written = Counter("lookahead_request_log_rows_written", "Request-log rows stored in the "
+                                   "database", registry=r)
+        self.log_dropped = Counter("lookahead_request_log_rows_dropped", "Request-log rows dropped: the "
+                                   "spool was full while the database was unreachable", registry=r)
+        self.log_failures = Counter("lookahead_request_log_write_failures", "Failed writes to the request "
+                                    "log's database (each is retried)", registry=r)
+        self.log_pending = Gauge("lookahead_request_log_rows_waiting", "Request-log rows in this "
+                                 "replica's spool, not yet in the database", registry=r)
+        self.log_up = Gauge("lookahead_request_log_up", "1 while the last write to the request log's "
+                            "database succeeded", registry=r)
+
+    def log_counters(self):
+        from lookahead_router.serving.request_log import LogCounters
+        self.log_up.set(1)
+        return LogCounters(self.log_written, self.log_dropped, self.log_failures, self.log_pending, self.log_up)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

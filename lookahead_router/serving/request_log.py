@@ -1,54 +1,82 @@
-"""The proxy's request log: one SQLite row per chat request, written by a background thread so that
-the event loop never waits on the disk.
+"""The proxy's request log: one row per chat request, in SQLite or in a PostgreSQL database that
+every replica shares (``log_stores.py``).
 
 Columns: time, request id, prompt hash (sha256) and length, the prompt itself (unless
 ``log_prompts: false``), requested and chosen model, router scores, cost weight, failed attempts,
 final status and its cause (``ok``, a rejection's error code, ``upstream_unavailable``,
 ``upstream_failed_mid_stream``, ``client_aborted_before_first_byte`` / ``..._after_first_byte``,
-...), error, stream flag, latency, router latency and time to first byte. A log written by an
-older version gains the new columns when the proxy opens it; its rows are kept.
-``export_prompts`` turns the log into a prompts file for `lookahead route` and data collection.
+...), error, stream flag, latency, router latency, time to first byte and the replica that served
+it. ``export_prompts`` turns the log into a prompts file for `lookahead route` and data collection.
+
+A response never waits for the database: ``record`` appends the row to this process's spool file
+(``spool.py``) and a background thread ships the spool to the store in batches. While the store is
+unreachable the rows wait in the spool (bounded by ``buffer_bytes``; past it new rows are dropped
+and counted), the thread retries with backoff, and the proxy keeps serving. ``/metrics`` shows
+rows written, waiting, dropped and failed writes, and whether the store is up.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import queue
-import sqlite3
+import logging
+import os
+import socket
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
-COLUMNS = {
-    "time": "REAL", "request_id": "TEXT", "prompt_sha256": "TEXT", "prompt_chars": "INTEGER",
-    "prompt": "TEXT", "requested_model": "TEXT", "chosen_model": "TEXT", "scores": "TEXT",
-    "cost_weight": "REAL", "attempts": "TEXT", "fallbacks": "INTEGER", "status": "INTEGER",
-    "cause": "TEXT", "error": "TEXT", "stream": "INTEGER", "latency_ms": "REAL", "router_ms": "REAL",
-    "first_byte_ms": "REAL",
-}
-_STOP = object()
+import orjson
+
+from lookahead_router.serving.log_stores import (COLUMNS, NAMES, LogStoreError, PostgresStore, SQLiteStore,
+                                                 is_postgres, open_store, redacted, sqlite_path)
+from lookahead_router.serving.spool import Spool
+
+logger = logging.getLogger("lookahead_router.serving")
+_JSON_COLUMNS = ("scores", "attempts")
+_BATCH_ROWS = 1000
+_ADOPT_EVERY_S = 10.0
 
 
 def prompt_hash(prompt: str) -> str:
     return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
+def default_spool_dir(url: str) -> Path:
+    """Next to a SQLite file; for a database, under the cache folder, one per database (so
+    replicas on one host sharing it can take over each other's spools)."""
+    if not is_postgres(url):
+        path = sqlite_path(url)
+        return path.with_name(path.name + ".spool")
+    from lookahead_router.routers.features import cache_root
+    safe = "".join(c if c.isalnum() else "_" for c in redacted(url).split("://", 1)[1].replace(":***", ""))
+    return cache_root() / "request-log-spool" / safe
+
+
+class LogCounters:
+    """What ``/metrics`` reports about the log (prometheus objects, or no-ops when none given)."""
+
+    def __init__(self, written=None, dropped=None, failures=None, pending=None, up=None):
+        self.written, self.dropped, self.failures, self.pending, self.up = written, dropped, failures, pending, up
+
+
 class RequestLog:
-    def __init__(self, path: str | Path, log_prompts: bool = True):
-        self.path, self.log_prompts = Path(path), log_prompts
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite3.connect(self.path) as db:  # fail at start-up, not on the first request
-            db.execute(f"CREATE TABLE IF NOT EXISTS requests "
-                       f"({', '.join(f'{k} {t}' for k, t in COLUMNS.items())})")
-            present = {row[1] for row in db.execute("PRAGMA table_info(requests)")}
-            for name, kind in COLUMNS.items():
-                if name not in present:
-                    db.execute(f"ALTER TABLE requests ADD COLUMN {name} {kind}")
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._write_forever, name="request-log", daemon=True)
+    def __init__(self, url: str | Path, log_prompts: bool = True, spool_dir: Optional[Path] = None,
+                 buffer_bytes: int = 256 << 20, counters: Optional[LogCounters] = None):
+        self.url, self.log_prompts, self.buffer_bytes = str(url), log_prompts, buffer_bytes
+        self.counters = counters or LogCounters()
+        self.replica = f"{socket.gethostname()}:{os.getpid()}"
+        self.store = open_store(self.url)  # fails at start-up, not on the first request
+        self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(self.url)
+        self.spool = Spool.create(self.spool_dir)
+        self.adopted: list[Spool] = []
+        self.pending_rows = 0       # appended, not yet stored (ours)
+        self.store_up = True
+        self._wake, self._stop, self._idle = threading.Event(), threading.Event(), threading.Condition()
+        self._thread = threading.Thread(target=self._ship_forever, name="request-log", daemon=True)
         self._thread.start()
 
+    # ---- the event loop's side ---------------------------------------------------------------
     def record(self, entry: dict) -> None:
         entry = dict(entry)
         prompt = entry.pop("prompt", None)
@@ -56,63 +84,141 @@ class RequestLog:
             entry["prompt_sha256"], entry["prompt_chars"] = prompt_hash(prompt), len(prompt)
             if self.log_prompts:
                 entry["prompt"] = prompt
-        for key in ("scores", "attempts"):
-            if entry.get(key) is not None:
-                entry[key] = json.dumps(entry[key])
+        entry.setdefault("replica", self.replica)
         unknown = set(entry) - set(COLUMNS)
         assert not unknown, unknown
-        self._queue.put(entry)
+        if self.spool.pending_bytes > self.buffer_bytes:
+            _inc(self.counters.dropped)
+            return
+        self.spool.append(orjson.dumps(entry) + b"\n")
+        with self._idle:
+            self.pending_rows += 1
+        _set(self.counters.pending, self.pending_rows)
+        self._wake.set()
 
-    def _write_forever(self) -> None:
-        db = sqlite3.connect(self.path)
-        db.execute("PRAGMA journal_mode=WAL")
-        # In WAL mode, NORMAL syncs at checkpoints rather than at every commit: the file can never
-        # be corrupted, and a power cut (not a crash of the proxy) may lose the last rows. With
-        # FULL, the commits were a visible share of the proxy's CPU profile under load.
-        db.execute("PRAGMA synchronous=NORMAL")
-        names = list(COLUMNS)
-        sql = f"INSERT INTO requests ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+    # ---- the shipping thread -------------------------------------------------------------------
+    def _ship_forever(self) -> None:
+        backoff, next_adopt = 0.5, 0.0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            time.sleep(0.02)  # let a burst gather: one transaction for it
+            if time.monotonic() >= next_adopt:
+                self._adopt_orphans()
+                next_adopt = time.monotonic() + _ADOPT_EVERY_S
+            if self._ship_all():
+                backoff = 0.5
+            else:  # the store is down: try again later, the rows stay in the spool
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                self._wake.set()
+
+    def _ship_all(self) -> bool:
+        """Ship everything waiting (adopted spools first: they are older). False on a failure."""
+        for spool in list(self.adopted):
+            if not self._ship(spool):
+                return False
+            spool.remove()
+            self.adopted.remove(spool)
+        return self._ship(self.spool)
+
+    def _ship(self, spool: Spool) -> bool:
         while True:
-            batch = [self._queue.get()]
-            time.sleep(0.02)  # let a burst gather: one commit for it
-            while not self._queue.empty() and len(batch) < 512:
-                batch.append(self._queue.get_nowait())
-            rows = [[e.get(k) for k in names] for e in batch if e is not _STOP]
-            if rows:
-                db.executemany(sql, rows)
-                db.commit()
-            for _ in batch:
-                self._queue.task_done()
-            if any(e is _STOP for e in batch):
-                db.close()
-                return
+            lines, nbytes = spool.read(_BATCH_ROWS)
+            if not lines:
+                return True
+            rows = [_row(orjson.loads(line)) for line in lines]
+            try:
+                self.store.write(rows)
+            except Exception as exc:  # noqa: BLE001  (any store failure: keep the rows, retry)
+                _inc(self.counters.failures)
+                if self.store_up:
+                    logger.warning("request log %s: write failed (%s); rows wait in %s and are retried",
+                                   redacted(self.url), str(exc).strip().splitlines()[0] if str(exc) else
+                                   type(exc).__name__, self.spool_dir)
+                self.store_up = False
+                _set(self.counters.up, 0)
+                return False
+            if not self.store_up:
+                logger.warning("request log %s: writing again", redacted(self.url))
+            self.store_up = True
+            _set(self.counters.up, 1)
+            spool.shipped(nbytes)
+            _inc(self.counters.written, len(rows))
+            if spool is self.spool:
+                with self._idle:
+                    self.pending_rows -= len(rows)
+                    self._idle.notify_all()
+                _set(self.counters.pending, self.pending_rows)
 
-    def flush(self) -> None:
-        """Wait until every recorded row is in the file."""
-        self._queue.join()
+    def _adopt_orphans(self) -> None:
+        mine = {self.spool.path, *(s.path for s in self.adopted)}
+        for spool in Spool.orphans(self.spool_dir, mine):
+            if spool.torn_tail():
+                logger.warning("request log: %s ends in a cut-off row, which is skipped", spool.path)
+            if spool.pending_bytes > 0:
+                logger.info("request log: shipping the rows of a stopped process (%s)", spool.path.name)
+            self.adopted.append(spool)
 
-    def close(self) -> None:
-        self._queue.put(_STOP)
+    # ---- control -----------------------------------------------------------------------------
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every row recorded here is in the store (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._idle:
+            while self.pending_rows > 0 and time.monotonic() < deadline:
+                self._idle.wait(timeout=0.1)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Ship what is waiting (for up to ``timeout``), then stop. Rows that could not be stored stay
+        in the spool file, for the next process to ship."""
+        self.flush(timeout)
+        self._stop.set()
+        self._wake.set()
         self._thread.join()
+        for spool in [self.spool, *self.adopted]:
+            if spool.pending_bytes == 0:
+                spool.remove()
+            else:
+                spool.close()
+        self.store.close()
 
 
-def export_prompts(db_path: str | Path, out_path: str | Path) -> int:
+def _row(entry: dict) -> list:
+    for key in _JSON_COLUMNS:
+        if entry.get(key) is not None:
+            entry[key] = orjson.dumps(entry[key]).decode()
+    return [entry.get(k) for k in NAMES]
+
+
+def _inc(counter, n: int = 1) -> None:
+    if counter is not None:
+        counter.inc(n)
+
+
+def _set(gauge, value: float) -> None:
+    if gauge is not None:
+        gauge.set(value)
+
+
+def export_prompts(url: str | Path, out_path: str | Path) -> int:
     """Write the distinct logged prompts as JSONL ``{"id": <sha256>, "prompt": ...}``, oldest
-    first (the format `lookahead route --input` reads). Returns the number written."""
-    db_path = Path(db_path)
-    if not db_path.is_file():
-        raise ValueError(f"{db_path}: no such request log")
-    with sqlite3.connect(db_path) as db:
-        try:
-            rows = db.execute("SELECT prompt_sha256, prompt FROM requests WHERE prompt IS NOT NULL "
-                              "GROUP BY prompt_sha256 ORDER BY MIN(time)").fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{db_path}: not a Lookahead request log ({exc})") from exc
+    first (the format `lookahead route --input` reads), from a SQLite file or a PostgreSQL URL.
+    Returns the number written."""
+    url = str(url)
+    store = PostgresStore(url, create=False) if is_postgres(url) else SQLiteStore(sqlite_path(url), create=False)
+    try:
+        rows = store.prompts()
+    finally:
+        store.close()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_suffix(out_path.suffix + ".part")
     with tmp.open("w", encoding="utf-8") as fh:
         for sha, prompt in rows:
-            fh.write(json.dumps({"id": sha, "prompt": prompt}, ensure_ascii=False) + "\n")
+            fh.write(orjson.dumps({"id": sha, "prompt": prompt}).decode() + "\n")
     tmp.replace(out_path)
     return len(rows)
+
+
+__all__ = ["COLUMNS", "LogCounters", "LogStoreError", "RequestLog", "export_prompts", "prompt_hash"]

@@ -70,7 +70,7 @@ def test_rows_land_once_with_their_version_and_export_reads_them(store_url, tmp_
 def test_rows_wait_in_the_spool_while_the_store_fails_then_land_once(tmp_path, monkeypatch):
     metrics = ProxyMetrics()
     url = str(tmp_path / "log.sqlite")
-    log = RequestLog(url, spool_dir=tmp_path / "spool", counters=metrics.log_counters())
+    log = RequestLog(url, spool_dir=tmp_path / "spool", metrics=metrics)
     real_write, failing = SQLiteStore.write, [True]
 
     def write(self, batch):
@@ -98,7 +98,7 @@ def test_a_full_spool_drops_new_rows_and_counts_them(tmp_path, monkeypatch):
     monkeypatch.setattr(SQLiteStore, "write", lambda self, batch: (_ for _ in ()).throw(
         sqlite3.OperationalError("disk I/O error")))
     log = RequestLog(str(tmp_path / "log.sqlite"), spool_dir=tmp_path / "spool", buffer_bytes=2000,
-                     counters=metrics.log_counters())
+                     metrics=metrics)
     for i in range(40):
         log.record(entry(i))
     kept = log.pending_rows

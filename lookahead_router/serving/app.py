@@ -57,7 +57,7 @@ class Proxy:
         self.fallback = FallbackChain(upstreams, config.circuit_breaker, config.max_attempts, self.metrics)
         self.model_names = [ROUTED_MODEL, *upstreams]
         self.log = (RequestLog(config.request_log, config.log_prompts, config.request_log_spool,
-                               int(config.request_log_buffer_mb * (1 << 20)), self.metrics.log_counters())
+                               int(config.request_log_buffer_mb * (1 << 20)), self.metrics)
                     if config.request_log else None)
         self.batcher = RouteBatcher(router, config.prices(), config.batch.max_size, config.batch.max_wait_ms,
                                     on_batch=self.metrics.router_batch.observe)

@@ -43,10 +43,5 @@ class ProxyMetrics:
         self.log_up = Gauge("lookahead_request_log_up", "1 while the last write to the request log's "
                             "database succeeded", registry=r)
 
-    def log_counters(self):
-        from lookahead_router.serving.request_log import LogCounters
-        self.log_up.set(1)
-        return LogCounters(self.log_written, self.log_dropped, self.log_failures, self.log_pending, self.log_up)
-
     def render(self) -> bytes:
         return generate_latest(self.registry)

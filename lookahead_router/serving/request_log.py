@@ -12,7 +12,7 @@ A response never waits for the database: ``record`` appends the row to this proc
 (``spool.py``) and a background thread ships the spool to the store in batches. While the store is
 unreachable the rows wait in the spool (bounded by ``buffer_bytes``; past it new rows are dropped
 and counted), the thread retries with backoff, and the proxy keeps serving. ``/metrics`` shows
-rows written, waiting, dropped and failed writes, and whether the store is up.
+rows written, waiting, dropped and failed writes, and whether the store is up (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import orjson
 
 from lookahead_router.serving.log_stores import (COLUMNS, NAMES, LogStoreError, PostgresStore, SQLiteStore,
                                                  is_postgres, open_store, redacted, sqlite_path)
+from lookahead_router.serving.metrics import ProxyMetrics
 from lookahead_router.serving.spool import Spool
 
 logger = logging.getLogger("lookahead_router.serving")
@@ -53,20 +54,14 @@ def default_spool_dir(url: str) -> Path:
     return cache_root() / "request-log-spool" / safe
 
 
-class LogCounters:
-    """What ``/metrics`` reports about the log (prometheus objects, or no-ops when none given)."""
-
-    def __init__(self, written=None, dropped=None, failures=None, pending=None, up=None):
-        self.written, self.dropped, self.failures, self.pending, self.up = written, dropped, failures, pending, up
-
-
 class RequestLog:
     def __init__(self, url: str | Path, log_prompts: bool = True, spool_dir: Optional[Path] = None,
-                 buffer_bytes: int = 256 << 20, counters: Optional[LogCounters] = None):
+                 buffer_bytes: int = 256 << 20, metrics: Optional[ProxyMetrics] = None):
         self.url, self.log_prompts, self.buffer_bytes = str(url), log_prompts, buffer_bytes
-        self.counters = counters or LogCounters()
+        self.metrics = metrics or ProxyMetrics()  # the proxy's, so that /metrics shows the log
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self.store = open_store(self.url)  # fails at start-up, not on the first request
+        self.metrics.log_up.set(1)
         self.spool_dir = Path(spool_dir) if spool_dir else default_spool_dir(self.url)
         self.spool = Spool.create(self.spool_dir)
         self.adopted: list[Spool] = []
@@ -88,12 +83,12 @@ class RequestLog:
         unknown = set(entry) - set(COLUMNS)
         assert not unknown, unknown
         if self.spool.pending_bytes > self.buffer_bytes:
-            _inc(self.counters.dropped)
+            self.metrics.log_dropped.inc()
             return
         self.spool.append(orjson.dumps(entry) + b"\n")
         with self._idle:
             self.pending_rows += 1
-        _set(self.counters.pending, self.pending_rows)
+        self.metrics.log_pending.set(self.pending_rows)
         self._wake.set()
 
     # ---- the shipping thread -------------------------------------------------------------------
@@ -131,25 +126,25 @@ class RequestLog:
             try:
                 self.store.write(rows)
             except Exception as exc:  # noqa: BLE001  (any store failure: keep the rows, retry)
-                _inc(self.counters.failures)
+                self.metrics.log_failures.inc()
                 if self.store_up:
                     logger.warning("request log %s: write failed (%s); rows wait in %s and are retried",
                                    redacted(self.url), str(exc).strip().splitlines()[0] if str(exc) else
                                    type(exc).__name__, self.spool_dir)
                 self.store_up = False
-                _set(self.counters.up, 0)
+                self.metrics.log_up.set(0)
                 return False
             if not self.store_up:
                 logger.warning("request log %s: writing again", redacted(self.url))
             self.store_up = True
-            _set(self.counters.up, 1)
+            self.metrics.log_up.set(1)
             spool.shipped(nbytes)
-            _inc(self.counters.written, len(rows))
+            self.metrics.log_written.inc(len(rows))
             if spool is self.spool:
                 with self._idle:
                     self.pending_rows -= len(rows)
                     self._idle.notify_all()
-                _set(self.counters.pending, self.pending_rows)
+                self.metrics.log_pending.set(self.pending_rows)
 
     def _adopt_orphans(self) -> None:
         mine = {self.spool.path, *(s.path for s in self.adopted)}
@@ -191,16 +186,6 @@ def _row(entry: dict) -> list:
     return [entry.get(k) for k in NAMES]
 
 
-def _inc(counter, n: int = 1) -> None:
-    if counter is not None:
-        counter.inc(n)
-
-
-def _set(gauge, value: float) -> None:
-    if gauge is not None:
-        gauge.set(value)
-
-
 def export_prompts(url: str | Path, out_path: str | Path) -> int:
     """Write the distinct logged prompts as JSONL ``{"id": <sha256>, "prompt": ...}``, oldest
     first (the format `lookahead route --input` reads), from a SQLite file or a PostgreSQL URL.
@@ -221,4 +206,4 @@ def export_prompts(url: str | Path, out_path: str | Path) -> int:
     return len(rows)
 
 
-__all__ = ["COLUMNS", "LogCounters", "LogStoreError", "RequestLog", "export_prompts", "prompt_hash"]
+__all__ = ["COLUMNS", "LogStoreError", "RequestLog", "export_prompts", "prompt_hash"]

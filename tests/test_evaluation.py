@@ -53,7 +53,7 @@ def test_decisions_file_round_trip_and_errors(fake_dataset, tmp_path):
         bad.write_text('{"id": "GSM8K/0", "model": "model-a", "scores": ' + "[" * depth + "]" * depth + "}\n")
         with pytest.raises(DecisionsError, match=r"bad.jsonl:1: 'scores' nests arrays or objects more than 64"):
             Decisions.load(bad)
-    with pytest.raises(DecisionsError, match="not candidates"):
+    with pytest.raises(DecisionsError, match="gpt-9: no such candidate"):
         Decisions("y", ["GSM8K/0"], ["gpt-9"]).choice_for(fake_dataset)
 
 
@@ -71,11 +71,11 @@ def test_cli_eval_formats(fake_dataset, tmp_path):
     table = runner.invoke(app, ["eval", "--data", str(data), "--out", str(tmp_path / "r.json")])
     assert table.exit_code == 0 and "oracle" in table.output and (tmp_path / "r.json").exists()
     bad = runner.invoke(app, ["eval", "--data", str(data), "--routers", "gpt-9"])
-    assert bad.exit_code == 2 and "unknown reference router" in bad.output
+    assert bad.exit_code == 2 and "no such reference router" in bad.output
     stranger = tmp_path / "stranger.jsonl"
     stranger.write_text('{"id": "GSM8K/0", "model": "gpt-9"}\n')
     unknown = runner.invoke(app, ["eval", "--data", str(data), "--decisions", str(stranger)])
-    assert unknown.exit_code == 2 and "gpt-9" in unknown.output and "not candidates" in unknown.output
+    assert unknown.exit_code == 2 and "gpt-9" in unknown.output and "no such candidate" in unknown.output
     missing = runner.invoke(app, ["eval", "--data", str(tmp_path / "nope.parquet")])
     assert missing.exit_code == 2 and "no such routing dataset" in missing.output
 
@@ -105,4 +105,4 @@ def test_cli_decide_writes_evaluable_reference_decisions(fake_dataset, tmp_path)
     rows = json.loads(report.stdout)["rows"]
     assert rows["saved-oracle"]["avg_mu_n"] == pytest.approx(rows["oracle"]["avg_mu_n"])
     bad = runner.invoke(app, ["decide", "--data", str(data), "--router", "gpt-9", "--out", str(tmp_path / "x.jsonl")])
-    assert bad.exit_code == 2 and "unknown candidate" in bad.output
+    assert bad.exit_code == 2 and "gpt-9: no such router" in bad.output

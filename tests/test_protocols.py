@@ -70,7 +70,7 @@ def test_lobo_and_explicit_split(fake_dataset):
 
 
 def test_protocol_errors(fake_dataset):
-    with pytest.raises(ProtocolError, match="unknown protocol"):
+    with pytest.raises(ProtocolError, match="bootstrap: no such protocol"):
         make_folds(fake_dataset, "bootstrap")
     with pytest.raises(ProtocolError, match="fewer than k"):
         make_folds(fake_dataset, "cv", k=6)  # MT-Bench has 5 queries

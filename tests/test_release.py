@@ -55,7 +55,7 @@ def test_parquet_round_trip(fake_dataset, tmp_path):
 
 
 def test_unknown_candidate_selection_is_a_clear_error(fake_dataset):
-    with pytest.raises(DatasetError, match="unknown candidate"):
+    with pytest.raises(DatasetError, match="model-z: no such candidate; candidates: model-a"):
         fake_dataset.select_candidates(["model-z"])
 
 

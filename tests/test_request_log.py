@@ -143,3 +143,30 @@ def test_an_unreachable_database_fails_at_start_up_without_its_password(tmp_path
     with pytest.raises(LogStoreError, match=r"cannot open postgresql://u:\*\*\*@127.0.0.1:1/db") as info:
         RequestLog("postgresql://u:secret@127.0.0.1:1/db", spool_dir=tmp_path / "spool")
     assert "secret" not in str(info.value)
+
+
+def test_a_version_2_log_gains_the_token_columns_and_keeps_its_rows(store_url, tmp_path):
+    """The layout before tokens and cost (version 2), on either store, migrated in place."""
+    from lookahead_router.serving.log_stores import COLUMNS
+    new = ("prompt_tokens", "completion_tokens", "cost_usd")
+    postgres = store_url.startswith("postgresql://")
+    v2 = ", ".join(f"{name} {types[postgres]}" for name, types in COLUMNS.items() if name not in new)
+    statements = [f"CREATE TABLE requests ({v2})", "CREATE UNIQUE INDEX requests_request_id ON requests (request_id)",
+                  "CREATE TABLE lookahead_schema (version INTEGER NOT NULL)", "INSERT INTO lookahead_schema VALUES (2)",
+                  "INSERT INTO requests (request_id, time, status) VALUES ('old', 0.5, 200)"]
+    if postgres:
+        import psycopg
+        with psycopg.connect(store_url) as conn:
+            for sql in statements:
+                conn.execute(sql)
+    else:
+        with sqlite3.connect(store_url) as db:
+            for sql in statements:
+                db.execute(sql)
+    log = RequestLog(store_url, spool_dir=tmp_path / "spool")
+    log.record(entry(1, prompt_tokens=12, completion_tokens=30, cost_usd=0.25))
+    log.close()
+    sql = "SELECT request_id, status, prompt_tokens, completion_tokens, cost_usd FROM requests ORDER BY time"
+    read = query if postgres else (lambda url, q: sqlite3.connect(url).execute(q).fetchall())
+    assert read(store_url, sql) == [("old", 200, None, None, None), ("r001", 200, 12, 30, 0.25)]
+    assert read(store_url, "SELECT version FROM lookahead_schema") == [(SCHEMA_VERSION,)] == [(3,)]

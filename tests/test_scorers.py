@@ -298,12 +298,12 @@ def test_cli_scores_a_collection_with_the_judge_and_a_reward_model(tmp_path, tin
     flaky_judge.state.outage = True
     with BackgroundServer(flaky_judge) as server:
         judge = ["--scorer", "judge", "--judge-url", f"{server.url}/v1", "--judge-model", "j"]
-        res = runner.invoke(cli, common + judge + ["--model", "C"])
+        res = runner.invoke(cli, common + judge + ["--candidates", "C"])
         assert res.exit_code == 1 and "1 pairs failed and were not stored" in res.output, res.output
         assert "InternalServerError" in res.output and "run the same command again" in res.output
         assert list(JsonlStore(scores_file(tmp_path / "c", "judge", "C")).load()) == ["b"]
         flaky_judge.state.outage = False
-        res = runner.invoke(cli, common + judge + ["--model", "C"])
+        res = runner.invoke(cli, common + judge + ["--candidates", "C"])
     assert res.exit_code == 0, res.output
     assert {k: r["score"] for k, r in JsonlStore(scores_file(tmp_path / "c", "judge", "C")).load().items()} \
         == {"b": 8.0, "a": 5.0}

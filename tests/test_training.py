@@ -116,7 +116,7 @@ def test_classifier_heads_learn_the_topic_rule(family):
 
 def test_bad_input_is_a_clear_error():
     ds = topic_dataset()
-    with pytest.raises(RouterError, match="unknown router 'nope'.*known routers: .*knn"):
+    with pytest.raises(RouterError, match="nope: no such router; routers: .*knn"):
         make_router("nope")
     with pytest.raises(RouterError, match="at least two candidates"):
         make_router("mlc-mlm", backbone="tiny-bert", **FAST).fit(ds.select_candidates(["A"]))

@@ -109,13 +109,12 @@ def _preset_per_source(name: str) -> int | None:
 
 def _task_best(full: RoutingDataset, run: dict) -> list[Decisions]:
     """task-best's decisions per seed, rebuilt from the run's folds with the benchmark's rule."""
-    from lookahead_router.data.splits import make_folds
-    from lookahead_router.evaluation.benchmark import PROTOCOLS
-    kind, k = PROTOCOLS[run["protocol"]]
+    from lookahead_router.data.splits import make_folds, parse_protocol
+    protocol = parse_protocol(run["protocol"])
     out = []
     for seed in run["seeds"]:
         parts = [task_best_decisions(full.subset(f.train), full.subset(f.test))
-                 for f in make_folds(full, kind, k=k, seed=seed, add_train=run["add_train"]) if f.name in run["folds"]]
+                 for f in make_folds(full, protocol, seed=seed, add_train=run["add_train"]) if f.name in run["folds"]]
         out.append(Decisions.concat(TASK_BEST, parts))
     return out
 

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from lookahead_router.cli.common import _fail, _known_errors, _split, app, out
+from lookahead_router.cli.common import _fail, _known_errors, _numbers, _split, app, out
 
 
 @app.command("analyze")
@@ -47,13 +47,13 @@ def analyze_cmd(
             name, sep, values = item.partition("=")
             if not sep or not values:
                 raise ValueError(f"--grid expects OPTION=V1,V2,..., got {item!r}")
-            parsed_grid[name] = [float(v) for v in values.split(",") if v]
+            parsed_grid[name] = _numbers([values], f"--grid {name}", float)
         analysis, md = run_analysis(
             kind, bench, data, out_dir, routers=_split(routers), a=a, b=b, config=config, curves=_split(curves),
-            limit=limit, router=router, fractions=[float(f) for f in _split(fractions)] or (0.1, 0.25, 0.5),
-            grid=parsed_grid or None, sizes=[int(k) for k in _split(sizes)] or (3, 4, 5), all_subsets=all_subsets,
-            router_cost=router_cost, seeds=[int(s) for s in _split(seeds)] or None,
-            folds=[int(f) for f in _split(folds)] or None, work=work, log=lambda m: out.print(m, highlight=False))
+            limit=limit, router=router, fractions=_numbers(fractions, "--fractions", float) or (0.1, 0.25, 0.5),
+            grid=parsed_grid or None, sizes=_numbers(sizes, "--sizes") or (3, 4, 5), all_subsets=all_subsets,
+            router_cost=router_cost, seeds=_numbers(seeds, "--seeds") or None,
+            folds=_numbers(folds, "--folds") or None, work=work, log=lambda m: out.print(m, highlight=False))
     except _known_errors() as exc:
         _fail(exc)
     out.print(md.read_text(), highlight=False, markup=False)

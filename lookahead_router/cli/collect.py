@@ -23,11 +23,12 @@ app.add_typer(collect_app, name="collect")
 def prompts_cmd(
     data: Path = typer.Option(..., help="Routing dataset (Parquet), e.g. runs/paper.parquet."),
     out_file: Path = typer.Option(..., "--out", help="Prompts file (JSONL) to write."),
-    sources: Optional[List[str]] = typer.Option(None, "--source", help="Sources to export (default: all)."),
+    sources: Optional[List[str]] = typer.Option(None, "--sources", "--source", help="Sources to export "
+                                                "(default: all)."),
     limit: Optional[int] = typer.Option(None, help="At most this many prompts per source (a seeded sample)."),
     split: Optional[str] = typer.Option(None, help="Give every prompt this split; 'none' leaves it "
                                         "to `collect build` (default: the dataset's)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the --limit sample."),
 ) -> None:
     """Write a prompts file from a routing dataset, with the references and tests the math and
     code scorers need (GSM8K, MATH, MBPP, HumanEval)."""
@@ -50,16 +51,19 @@ def prompts_cmd(
 @collect_app.command("generate")
 def generate_cmd(
     prompts: Path = typer.Option(..., help="Prompts file (JSONL: id, prompt or messages, ...)."),
-    models_file: Path = typer.Option(..., "--models", help="Models YAML (the proxy's format): one "
-                                     "base_url, local or replay entry per candidate."),
+    models_file: Path = typer.Option(..., "--config", "--models", help="Models YAML (the serving config "
+                                     "`lookahead serve --config` reads): one base_url, local or replay entry "
+                                     "per candidate."),
     out_dir: Path = typer.Option(..., "--out", help="Collection folder (responses/ is written here)."),
-    only: Optional[List[str]] = typer.Option(None, "--model", help="Generate for these candidates only."),
+    only: Optional[List[str]] = typer.Option(None, "--candidates", "--model", help="Generate for these "
+                                             "candidates only (default: every one in the config)."),
     temperature: Optional[float] = typer.Option(None, help="Default: the YAML's, else 0.8."),
     top_p: Optional[float] = typer.Option(None, help="Default: the YAML's, else 0.95."),
     max_tokens: Optional[int] = typer.Option(None, help="Default: the YAML's, else 2048."),
     concurrency: Optional[int] = typer.Option(None, help="Requests in flight per server (default 16)."),
     max_retries: Optional[int] = typer.Option(None, help="Retries per request (default 5)."),
-    seed: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Sampling seed for every candidate (default: the "
+                                       "YAML's generation seed, else none)."),
 ) -> None:
     """Every candidate's response to every prompt; re-running skips finished pairs."""
     from lookahead_router.collection.generate import generate
@@ -88,7 +92,8 @@ def score_cmd(
     collection: Path = typer.Option(..., "--dir", help="Collection folder (from `collect generate`)."),
     prompts: Path = typer.Option(..., help="The prompts file the responses answer."),
     scorer_name: str = typer.Option(..., "--scorer", help="math | code | reward | judge."),
-    only: Optional[List[str]] = typer.Option(None, "--model", help="Score these candidates only."),
+    only: Optional[List[str]] = typer.Option(None, "--candidates", "--model", help="Score these "
+                                             "candidates only (default: every one with responses)."),
     workers: Optional[int] = typer.Option(None, help="Parallel sandboxes / grading processes "
                                           "(default: CPU count)."),
     timeout: float = typer.Option(10.0, help="code: seconds per program (wall clock)."),
@@ -150,14 +155,14 @@ def build_cmd(
     collection: Path = typer.Option(..., "--dir", help="Collection folder."),
     prompts: Path = typer.Option(..., help="The prompts file."),
     out_file: Path = typer.Option(..., "--out", help="Routing dataset (Parquet) to write."),
-    models: Optional[List[str]] = typer.Option(None, help="Candidates in column order "
-                                               "(default: every model with responses, sorted)."),
+    models: Optional[List[str]] = typer.Option(None, "--candidates", "--models", help="Candidates in "
+                                               "column order (default: every model with responses, sorted)."),
     scorers: Optional[List[str]] = typer.Option(None, help="Scorer priority (default: code, math, "
                                                 "judge, reward: the first that scored a pair wins)."),
     threshold: float = typer.Option(0.8, help="Label threshold on the min-max normalised score."),
     test_fraction: float = typer.Option(0.2, help="Share of each source's unsplit prompts kept for testing."),
     keep_ties: bool = typer.Option(False, help="Keep prompts every candidate scores the same on."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the draw that holds --test-fraction of each source out."),
 ) -> None:
     """Responses + scores -> a routing dataset for `lookahead train` and `lookahead benchmark`."""
     from lookahead_router.collection.build import build_dataset
@@ -186,7 +191,7 @@ def verify_cmd(
     src: Optional[Path] = typer.Option(None, help=f"Release folder (default: ${paths.DATA_ENV} "
                                        "or ../shared/lookahead-data)."),
     out_dir: Path = typer.Option(Path("runs/verify-release"), "--out", help="Report folder."),
-    checks: Optional[List[str]] = typer.Option(None, "--check", help="HumanEval, MBPP, GSM8K, MATH, "
+    checks: Optional[List[str]] = typer.Option(None, "--checks", "--check", help="HumanEval, MBPP, GSM8K, MATH, "
                                                "MT-Bench, SelfOSS (default: all)."),
     candidates: Optional[List[str]] = typer.Option(None, help="Default: the paper's five."),
     workers: Optional[int] = typer.Option(None, help="Parallel sandboxes (default: CPU count)."),

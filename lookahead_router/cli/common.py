@@ -3,21 +3,68 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import List, Optional
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 app = typer.Typer(help="Lookahead Router: import routing data, train and evaluate routers.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Routing datasets: import, download, inspect, split.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-out = Console(width=max(Console().width, 160))
-err = Console(stderr=True)
+
+
+class _Console(Console):
+    """A terminal's own width; piped to a file or a CI log (no terminal, no $COLUMNS), wide enough
+    that tables keep one row per line. Read at each print: a test's $COLUMNS counts."""
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = Console.size.fget(self)
+        if self._width is None and not self.is_terminal and "COLUMNS" not in os.environ:
+            return ConsoleDimensions(200, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size) -> None:
+        Console.size.fset(self, new_size)
+
+
+out = _Console()
+err = _Console(stderr=True)
+
+
+def print_report(report, console: Console | None = None) -> None:
+    """A Table 1 report that fits the console: the whole table when it does, else μn and μo in
+    two narrower tables (the whole one stays in the command's --out files)."""
+    from rich.measure import Measurement
+    console = console or out
+    table = report.to_rich()
+    if Measurement.get(console, console.options.update(max_width=10_000), table).maximum <= console.width:
+        console.print(table)
+        return
+    for part in report.to_rich_narrow():
+        console.print(part)
+    for note in report.footer():
+        console.print(note, highlight=False, soft_wrap=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            number = version("lookahead-router")
+        except PackageNotFoundError:   # run from a source tree that was never installed
+            from lookahead_router import __version__ as number
+        typer.echo(f"lookahead-router {number}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _global_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the installed version and exit."),
     precision: Optional[str] = typer.Option(
         None, "--precision", envvar="LOOKAHEAD_PRECISION", show_envvar=True,
         help="The torch engine's precision for every command: auto (default: bf16 where the CPU or "
@@ -37,8 +84,22 @@ def _split(values: Optional[List[str]]) -> list[str]:
     return [v.strip() for value in values or [] for v in value.split(",") if v.strip()]
 
 
+def _numbers(values: Optional[List[str]], option: str, kind: type = int) -> list:
+    """A list option's numbers (repeated or comma-separated); a value that is not one is an error
+    naming the option, not Python's "invalid literal for int()"."""
+    numbers = []
+    for value in _split(values):
+        try:
+            numbers.append(kind(value))
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise ValueError(f"{option}: {value!r} is not {expected}") from None
+    return numbers
+
+
 def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    from rich.markup import escape   # messages quote user input and lists: "[a, b]" is not markup
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from lookahead_router import config
-from lookahead_router.cli.common import _fail, _known_errors, _split, app, data_app, out
+from lookahead_router.cli.common import _fail, _known_errors, _split, app, data_app, out, print_report
+from lookahead_router.data.splits import PROTOCOL_HELP
 
 
 @data_app.command("import-paper")
@@ -48,7 +48,8 @@ def import_paper(
 @data_app.command("download")
 def download(
     out_dir: Path = typer.Option(..., "--out", help="Folder to write the release into."),
-    url: Optional[str] = typer.Option(None, help="Base URL of the release's compressed_data/ folder."),
+    url: Optional[str] = typer.Option(None, help="Base URL of the release's compressed_data/ folder "
+                                      "(default: the release's own)."),
     candidates: Optional[List[str]] = typer.Option(None, help="Candidates to fetch (default: the paper's five)."),
 ) -> None:
     """Fetch the paper's released data over HTTPS (needs internet access)."""
@@ -92,19 +93,20 @@ def info(data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
 @data_app.command("folds")
 def folds(
     data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
-    protocol: str = typer.Option("cv", help="cv (k-fold stratified by benchmark), lobo or split."),
-    k: int = typer.Option(5, help="Folds for cv."),
+    protocol: str = typer.Option("cv5", help=PROTOCOL_HELP + " (as in `lookahead benchmark`); "
+                                 "'cv' takes its folds from --k."),
+    k: Optional[int] = typer.Option(None, help="Folds for --protocol cv (default 5; cvK says K itself)."),
     seed: int = typer.Option(0, help="Shuffle seed for cv."),
-    add_train: bool = typer.Option(False, "--add-train", help="Add the training-only rows (SelfOSS) "
-                                   "to every training fold."),
+    add_train: bool = typer.Option(False, help="Add the training-only rows (SelfOSS) to every training fold."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Write the folds as JSON (query ids)."),
 ) -> None:
     """Show (and optionally save) the train/test folds of an evaluation protocol."""
     from lookahead_router.data.dataset import RoutingDataset
-    from lookahead_router.data.splits import make_folds
+    from lookahead_router.data.splits import make_folds, parse_protocol
     try:
+        chosen = parse_protocol(protocol, k)
         ds = RoutingDataset.load(data)
-        fold_list = make_folds(ds, protocol, k=k, seed=seed, add_train=add_train)
+        fold_list = make_folds(ds, chosen, seed=seed, add_train=add_train)
     except _known_errors() as exc:
         _fail(exc)
     ids = ds.queries["id"].to_numpy()
@@ -122,7 +124,9 @@ def evaluate_cmd(
     data: Path = typer.Option(..., help="Routing dataset (Parquet)."),
     routers: Optional[List[str]] = typer.Option(None, help="Reference rows: candidate names, "
                                                 "'candidates', 'random', 'oracle' (default: all)."),
-    decisions: Optional[List[Path]] = typer.Option(None, help="Decision files (JSONL) to score."),
+    decisions: Optional[List[Path]] = typer.Option(None, help="Decisions files (JSONL, from `lookahead "
+                                                   "route`, `decide` or a benchmark's folds) to score beside the "
+                                                   "reference rows; ids must be the dataset's (default: none)."),
     benchmarks: Optional[List[str]] = typer.Option(None, help="Benchmarks (default: the seven test ones)."),
     fmt: str = typer.Option("table", "--format", help="table, json or markdown."),
     alpaca_files: Optional[Path] = typer.Option(None, help="Folder with AlpacaEval's official "
@@ -140,7 +144,8 @@ def evaluate_cmd(
         _fail(ValueError(f"--format must be table, json or markdown, not {fmt!r}"))
     try:
         ds = RoutingDataset.load(data)
-        loaded = [Decisions.load(p) for p in decisions or []]
+        # ids the dataset lacks would be dropped from scoring without a word: an error instead
+        loaded = [Decisions.load(p).check(ds, str(p)) for p in decisions or []]
         report = evaluate(ds, _split(routers) or [CANDIDATES, RANDOM, ORACLE], loaded,
                           _split(benchmarks) or None, config.alpaca_eval_files_dir(alpaca_files), alpaca_hub,
                           progress=True)
@@ -154,7 +159,7 @@ def evaluate_cmd(
     elif fmt == "markdown":
         sys.stdout.write(report.to_markdown() + "\n")
     else:
-        Console(width=max(out.width, 240)).print(report.to_rich())
+        print_report(report)
     if compare_paper:
         out.print("\nOurs minus the paper's Table 1 (μo / μn):")
         sys.stdout.write(gap_markdown(report) + "\n")
@@ -168,10 +173,12 @@ def decide(
     seed: int = typer.Option(0, help="Seed for 'random'."),
 ) -> None:
     """Write a reference router's decisions for every query, in the format `eval` reads."""
+    from lookahead_router.choices import check_choices
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.evaluation.decisions import fixed_decisions, oracle_decisions, random_decisions
     try:
         ds = RoutingDataset.load(data)
+        check_choices("router", [router], [*ds.candidates, "random", "oracle"])
         if router == "oracle":
             decisions = oracle_decisions(ds)
         elif router == "random":

@@ -12,11 +12,12 @@ from lookahead_router.cli.common import _fail, _known_errors, _split, app, err, 
 
 @app.command("route")
 def route_cmd(
-    input_file: Path = typer.Option(..., "--input", help="Prompts: JSONL lines {\"id\", \"prompt\"} or "
-                                    "{\"id\", \"messages\"} (routed on the last user message), or a "
-                                    "routing dataset (.parquet)."),
-    output: Path = typer.Option(..., help="Decisions file (JSONL) to write; if it exists, the run "
-                                "resumes: its ids are skipped and the rest appended."),
+    # --input / --output: the names before the flags were made the same in every command
+    input_file: Path = typer.Option(..., "--prompts", "--input", help="Prompts: JSONL lines {\"id\", "
+                                    "\"prompt\"} or {\"id\", \"messages\"} (routed on the last user "
+                                    "message), or a routing dataset (.parquet)."),
+    output: Path = typer.Option(..., "--out", "--output", help="Decisions file (JSONL) to write; if it exists, "
+                                "the run resumes: its ids are skipped and the rest appended."),
     router: Optional[Path] = typer.Option(None, help="Trained router folder (default: the config's "
                                           "'router')."),
     batch_size: int = typer.Option(32, help="Prompts scored, written and synced to disk together."),
@@ -24,7 +25,7 @@ def route_cmd(
                                                 "(default: the config's cost_weight, else 0)."),
     config_file: Optional[Path] = typer.Option(None, "--config", help="Serving config (models.yaml) "
                                                "with the candidates' prices; needed when w > 0."),
-    progress: bool = typer.Option(True, help="Show a progress bar."),
+    progress: bool = typer.Option(True, help="Show a progress bar (on stderr)."),
 ) -> None:
     """Route every prompt of a file with a trained router; write decisions `lookahead eval
     --decisions` reads. Interrupted runs resume where they stopped."""
@@ -60,9 +61,10 @@ def calibrate_cmd(
     data: Path = typer.Option(..., help="Routing dataset (Parquet) with the candidates' recorded "
                               "responses and scores."),
     config_file: Path = typer.Option(..., "--config", help="Serving config (models.yaml) with prices."),
-    scores: Optional[List[str]] = typer.Option(None, help="Decisions files with per-candidate "
-                                               "'scores', merged: repeat the option, separate with "
-                                               "commas, or quote a glob ('runs/b/decisions/x/fold*.jsonl')."),
+    scores: Optional[List[str]] = typer.Option(None, "--decisions", "--scores", help="Decisions files "
+                                               "with per-candidate 'scores', merged: repeat the option, "
+                                               "separate with commas, or quote a glob "
+                                               "('runs/b/decisions/x/fold*.jsonl')."),
     router: Optional[Path] = typer.Option(None, help="Or: a trained router that scores the dataset's "
                                           "prompts (in-sample if it was trained on them)."),
     target_cost: Optional[float] = typer.Option(None, help="Average $ per 1,000 queries to stay under."),
@@ -83,7 +85,7 @@ def calibrate_cmd(
             raise ValueError("give exactly one of --target-cost or --target-share")
         score_files = _expand(_split(scores))
         if bool(score_files) == (router is not None):
-            raise ValueError("give exactly one of --scores FILE... or --router DIR")
+            raise ValueError("give exactly one of --decisions FILE... or --router DIR")
         share = parse_share(target_share) if target_share is not None else None
         prices = load_config(config_file).prices()
         result = calibrate(data, prices, score_files=score_files or None, router_dir=router,
@@ -131,7 +133,7 @@ def _expand(values: list[str]) -> list[Path]:
         if glob.has_magic(value):
             matches = sorted(glob.glob(value))
             if not matches:
-                raise ValueError(f"--scores {value}: no file matches")
+                raise ValueError(f"--decisions {value}: no file matches")
             files += map(Path, matches)
         else:
             files.append(Path(value))

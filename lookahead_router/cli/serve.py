@@ -20,7 +20,7 @@ def serve_cmd(
     router_dir: Optional[Path] = typer.Option(None, "--router", help="Saved router folder "
                                               "(default: the config's 'router')."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, help="TCP port to listen on."),
     cost_weight: Optional[float] = typer.Option(None, help="Default cost weight w (overrides the "
                                                 "config's; requests may still set their own)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="What runs the router's frozen encoder: "
@@ -33,6 +33,8 @@ def serve_cmd(
                                 "own router and the machine's cores split between them; a worker that "
                                 "dies is restarted. Give them a shared request log (PostgreSQL) to log "
                                 "every request in one place."),
+    no_access_log: bool = typer.Option(False, "--no-access-log", help="Print no access log line per request "
+                                       "(default: the config's 'access_log', on)."),
 ) -> None:
     """Serve OpenAI's chat API: model "lookahead" is routed, candidate names pass straight through."""
     from lookahead_router.routers.features import active_extractors
@@ -40,7 +42,7 @@ def serve_cmd(
     from lookahead_router.serving.launch import ServeSettings, load_serving, serve
     from lookahead_router.serving.log_stores import open_store
     settings = ServeSettings(str(config_file), str(router_dir) if router_dir else None, cost_weight, engine,
-                             host, port, workers)
+                             host, port, workers, access_log=False if no_access_log else None)
     application = None
     try:
         # Loaded here in every case, so a bad config, router or database fails now, once, and an

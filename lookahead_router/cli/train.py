@@ -8,7 +8,9 @@ from typing import List, Optional
 
 import typer
 
-from lookahead_router.cli.common import _fail, _known_errors, _split, app, out, parse_value
+from lookahead_router.cli.common import (_fail, _known_errors, _numbers, _split, app, out, parse_value,
+                                         print_report)
+from lookahead_router.data.splits import PROTOCOL_HELP, parse_protocol
 
 
 def _options(pairs: list[str]) -> dict:
@@ -22,6 +24,14 @@ def _options(pairs: list[str]) -> dict:
     return opts
 
 
+def _blame_set(exc: Exception, given: dict[str, str]) -> Exception:
+    """A router option's error caused by a ``--set`` pair, prefixed with the pair as typed
+    (``given``: option -> "KEY=VALUE"), so the message names the flag to fix."""
+    from lookahead_router.routers.config import option_of
+    key = option_of(exc)
+    return ValueError(f"--set {given[key]}: {exc}") if key in given else exc
+
+
 @app.command("train")
 def train_cmd(
     router: str = typer.Option(..., help="Router name (see `lookahead routers`)."),
@@ -29,33 +39,46 @@ def train_cmd(
     out_dir: Path = typer.Option(..., "--out", help="Folder to save the trained router in."),
     splits: Optional[List[str]] = typer.Option(None, help="Train on rows of these splits only "
                                                "(default: every row)."),
-    sources: Optional[List[str]] = typer.Option(None, help="Train on rows of these sources only."),
+    sources: Optional[List[str]] = typer.Option(None, help="Train on rows of these sources only "
+                                                "(default: every source)."),
     candidates: Optional[List[str]] = typer.Option(None, help="Route among these candidates "
                                                    "(default: all in the dataset)."),
     validation_split: Optional[str] = typer.Option(None, help="Rows of this split choose the best "
                                                    "checkpoint (default: 10% carved from training)."),
+    holdout: Optional[float] = typer.Option(None, help="Keep this share of every source's rows out of "
+                                            "training, then report the router's quality on them beside the "
+                                            "candidates, task-best, random and oracle (saved in OUT/holdout/)."),
     backbone: Optional[str] = typer.Option(None, help="Hub id, local path, or minilm / smollm2 / "
-                                           "tiny-bert / tiny-llama."),
+                                           "tiny-bert / tiny-llama (default: the router's, shown by "
+                                           "`lookahead routers`)."),
     max_length: Optional[int] = typer.Option(None, help="Tokens per prompt (longer prompts are "
-                                             "truncated, keeping the start)."),
-    epochs: Optional[float] = typer.Option(None, help="Epochs at most (with --patience, training may stop earlier)."),
+                                             "truncated, keeping the start; default: the router's, 128 "
+                                             "or 256)."),
+    epochs: Optional[float] = typer.Option(None, help="Epochs at most (with --patience, training may "
+                                          "stop earlier; default: the router's, 2, or 4 for lookahead-mlm*)."),
     patience: Optional[int] = typer.Option(None, help="Stop after this many validations without a better "
-                                           "average μn (0: never stop early)."),
+                                           "average μn (default 0: never stop early)."),
     balance: Optional[str] = typer.Option(None, help="none | sources: weigh each source in the loss as "
-                                          "average μn weighs it (linear, domain: also auto, chosen on validation)."),
-    batch_size: Optional[int] = typer.Option(None, help="Per process."),
-    lr: Optional[float] = typer.Option(None),
-    grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps."),
-    eval_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N steps."),
+                                          "average μn weighs it (default none; linear, domain: also auto, chosen on validation, "
+                                          "their default)."),
+    batch_size: Optional[int] = typer.Option(None, help="Prompts per step and process (default: the "
+                                             "router's, 64 for the neural routers)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the router's, 5e-5 for "
+                                       "the neural routers)."),
+    grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps (default 1)."),
+    eval_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N steps "
+                                            "(default 100)."),
     finetune: Optional[bool] = typer.Option(None, "--finetune/--frozen", help="Train the whole backbone, or "
                                             "only its top --layers over cached states of the layers below."),
     layers: Optional[int] = typer.Option(None, help="Top layers trained when --frozen (default 1)."),
     preset: Optional[str] = typer.Option(None, help="Start from a benchmark preset's options for this "
                                          "router (smoke, cpu, gpu); the flags above override them."),
-    seed: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Seed for initialisation, shuffling and the validation "
+                                       "carve-out (default 0)."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --checkpoints."),
     checkpoints: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: temporary)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Any other router option, KEY=VALUE."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Any other router option, KEY=VALUE "
+                                             "(repeatable; values parsed as JSON, e.g. k=50, finetune=true)."),
 ) -> None:
     """Train one router and save it (router.json + state.safetensors). Runs unchanged under
     `accelerate launch [--multi_gpu --num_processes N] -m lookahead_router.cli.main train ...`
@@ -73,18 +96,25 @@ def train_cmd(
     try:
         from lookahead_router.evaluation.presets import load_preset
         base = load_preset(preset).options(router) if preset else {}
+        set_pairs = {pair.partition("=")[0].strip(): pair.strip() for pair in _split(set_)}
         options = base | {k: v for k, v in given.items() if v is not None} | _options(_split(set_))
+        try:   # a bad option fails here, before the dataset is read
+            make_router(router, **options)
+        except ValueError as exc:
+            raise _blame_set(exc, set_pairs) from None
         ds = RoutingDataset.load(data)
         if candidates:
             ds = ds.select_candidates(_split(candidates))
         validation = None
         if validation_split:
-            validation = ds.where(split=validation_split)
+            validation = ds.where(split=validation_split)   # (an unknown split is an error there)
             ds = ds.subset(ds.queries["split"].to_numpy() != validation_split)
-            if not len(validation):
-                raise ValueError(f"{data}: no rows with split {validation_split!r} to validate on")
         if splits or sources:
             ds = ds.where(split=_split(splits) or None, source=_split(sources) or None)
+        held_out = None
+        if holdout:
+            from lookahead_router.evaluation.holdout import split_holdout
+            ds, held_out = split_holdout(ds, holdout, int(options.get("seed") or 0))
         model = make_router(router, **options)
         # `lookahead collect build --threshold` records the label threshold in the dataset: it
         # becomes one of the router's options, so router.json keeps it
@@ -96,6 +126,10 @@ def train_cmd(
         model.fit(ds, validation)
         if state.is_main_process:
             model.save(out_dir)
+            if held_out is not None:
+                from lookahead_router.evaluation.holdout import evaluate_holdout
+                out.print(f"routing the {len(held_out)} held-out rows")
+                holdout_report = evaluate_holdout(model, ds, held_out, out_dir)
     except _known_errors() as exc:
         _fail(exc)
     if not state.is_main_process:
@@ -112,14 +146,44 @@ def train_cmd(
         out.print(f"chosen by cross-validated average μn ({best:.1f}): "
                   + ", ".join(f"{k}={v}" for k, v in chosen.items()))
     out.print(f"saved {model.name} router to {out_dir}")
+    if held_out is not None:
+        from lookahead_router.evaluation.holdout import summary
+        print_report(holdout_report)
+        out.print(summary(holdout_report, model.name), highlight=False)
+        out.print(f"held-out decisions and report: {out_dir}/holdout/")
 
 
 @app.command("routers")
 def routers_cmd() -> None:
-    """List the routers `train` and `benchmark` know."""
+    """List the routers `train` and `benchmark` know, by kind, each with its whole description."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from lookahead_router.evaluation.benchmark import BASELINES, CEILINGS, DEPLOYABLE, LOOKAHEAD, MLM_ABLATIONS
     from lookahead_router.routers.base import ROUTERS, make_router
-    for name in sorted(ROUTERS):
-        out.print(f"{name:24s} {make_router(name).summary()}", highlight=False)
+    # the kinds `lookahead benchmark` reports them as (evaluation/benchmark.py)
+    kinds = {"reference": (DEPLOYABLE, "deployable without training a network; every router is judged "
+                                       "against both"),
+             "baseline": (BASELINES, "the paper's baselines"),
+             "lookahead": (LOOKAHEAD + MLM_ABLATIONS, "Lookahead (-norm: without the response "
+                                                       "reconstruction loss) and its ablations"),
+             "ceiling": (CEILINGS, "reads the candidates' real responses: an upper reference, not deployable")}
+    listed = {name for names, _ in kinds.values() for name in names}
+    kinds["other"] = (tuple(sorted(set(ROUTERS) - listed)), "")
+    # Descriptions fold at the terminal's width instead of being cut; Text() keeps rich from
+    # reading "[...]" in them as markup.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("router", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    for kind, (names, what) in kinds.items():
+        names = [n for n in names if n in ROUTERS]
+        if names:
+            table.add_row(Text(kind, style="bold"), Text(what, style="italic"))
+            for name in names:
+                table.add_row(Text("  " + name), Text(make_router(name).summary()))
+            table.add_section()
+    out.print(table, highlight=False)
 
 
 @app.command("benchmark")
@@ -128,7 +192,7 @@ def benchmark_cmd(
     routers: Optional[List[str]] = typer.Option(None, help="Routers to train (default: the preset's: linear, "
                                                 "domain, the six baselines with classifiers on both backbones, Lookahead CLM / "
                                                 "MLM with their w/o-RM ablations and the response-aware ceilings)."),
-    protocol: str = typer.Option("cv5", help="cv5 (5-fold, stratified by benchmark), lobo, split."),
+    protocol: str = typer.Option("cv5", help=PROTOCOL_HELP + " (as in `lookahead data folds`)."),
     preset: str = typer.Option("cpu", help="smoke, cpu or gpu (lookahead_router/evaluation/presets/)."),
     out_dir: Path = typer.Option(Path("runs/benchmark"), "--out", help="Folder for the report, chart "
                                  "and per-fold decisions (finished folds are reused on re-runs)."),
@@ -143,36 +207,50 @@ def benchmark_cmd(
 ) -> None:
     """Train every router under a protocol, over seeds, and print the Table 1 report with mean ±
     std (JSON with paired comparisons, markdown and a bar chart of μn go to --out)."""
-    from rich.console import Console
-
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.evaluation.benchmark import run_benchmark
     from lookahead_router.evaluation.presets import load_preset
     try:
         chosen = load_preset(preset)
         names = _split(routers) or list(chosen.default_routers)
-        seed_list = [int(s) for s in _split(seeds)]
-        overrides: dict[str, dict] = {}
-        for target, opts in _scoped(_split(set_)).items():
-            for name in names:
-                if target in (name, chosen.group(name)):
-                    overrides.setdefault(name, {}).update(opts)
+        seed_list = _numbers(seeds, "--seeds")
+        parse_protocol(protocol)   # a bad name fails before the dataset is read
+        overrides = _overrides(_split(set_), names, chosen)
         ds = RoutingDataset.load(data)
         report, meta = run_benchmark(ds, names, protocol, chosen, out_dir, seed_list, add_train, overrides,
                                      log=lambda m: out.print(m, highlight=False), export=export)
     except _known_errors() as exc:
         _fail(exc)
-    Console(width=max(out.width, 240)).print(report.to_rich())
+    print_report(report)
     out.print(f"wall time {meta['wall_s'] / 60:.1f} min, peak memory {meta['peak_rss_mib']:.0f} MiB "
               f"on {meta['device']} in {meta['precision']}; wrote {out_dir}/report.json, report.md, mu_n.png")
     sys.stdout.flush()
 
 
-def _scoped(pairs: list[str]) -> dict[str, dict]:
-    scoped: dict[str, dict] = {}
+def _overrides(pairs: list[str], names: list[str], preset) -> dict[str, dict]:
+    """``--set ROUTER.KEY=VALUE`` pairs -> per router of the run, its option overrides; each router
+    given some is built once here, so that a bad key or value fails now, naming its ``--set``,
+    not after hours of training the routers before it. A ROUTER that is neither a router of the
+    run nor a preset group of one is an error (it would otherwise change nothing)."""
+    from lookahead_router.choices import unknown_message
+    from lookahead_router.routers.base import make_router
+    overrides: dict[str, dict] = {}
+    typed: dict[str, dict[str, str]] = {}   # router -> option -> the pair as typed
+    targets = list(dict.fromkeys([*names, *filter(None, map(preset.group, names))]))
     for pair in pairs:
         target, dot, rest = pair.partition(".")
         if not dot:
             raise ValueError(f"--set expects ROUTER.KEY=VALUE, got {pair!r}")
-        scoped.setdefault(target, {}).update(_options([rest]))
-    return scoped
+        if target not in targets:
+            raise ValueError(f"--set {pair}: " + unknown_message(
+                "router or preset group in this run", [target], targets, "routers and groups"))
+        for name in names:
+            if target in (name, preset.group(name)):
+                overrides.setdefault(name, {}).update(_options([rest]))
+                typed.setdefault(name, {})[rest.partition("=")[0].strip()] = pair
+    for name, opts in overrides.items():
+        try:
+            make_router(name, **{**preset.options(name), **opts})
+        except ValueError as exc:
+            raise _blame_set(exc, typed[name]) from None
+    return overrides

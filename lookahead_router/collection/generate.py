@@ -72,8 +72,8 @@ class _OpenAIBackend:
 
 class _ReplayBackend:
     def __init__(self, name: str, up: UpstreamConfig, gen: GenerationConfig):
-        from lookahead_router.serving.upstream import ReplayUpstream
-        self.name, self.gen, self.upstream = name, gen, ReplayUpstream(name, up)
+        from lookahead_router.serving.offline_backends import offline_upstream
+        self.name, self.gen, self.upstream = name, gen, offline_upstream(name, up)
 
     async def generate(self, task: Task) -> dict:
         started = time.perf_counter()
@@ -165,7 +165,7 @@ def _transformers_generate(backbone, tasks: Sequence[Task], gen: GenerationConfi
 def _backend(name: str, up: UpstreamConfig, gen: GenerationConfig):
     if up.base_url is not None:
         return _OpenAIBackend(name, up, gen)
-    if up.replay is not None:
+    if up.replay is not None or up.echo:
         return _ReplayBackend(name, up, gen)
     return _LocalBackend(name, up, gen)
 

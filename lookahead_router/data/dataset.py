@@ -19,6 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lookahead_router.choices import check_choices
+
 QUERY_COLUMNS = ["id", "source", "split", "prompt", "turns", "payload"]
 _META_KEY = b"lookahead.candidates"
 _FORMAT_KEY = b"lookahead.format"
@@ -94,9 +96,7 @@ class RoutingDataset:
     def select_candidates(self, names: Sequence[str]) -> "RoutingDataset":
         """A dataset over ``names`` (any subset, any order) of the candidates."""
         names = list(names)
-        unknown = [c for c in names if c not in self.candidates]
-        if unknown:
-            raise DatasetError(f"unknown candidate(s) {unknown}; this dataset has {self.candidates}")
+        check_choices("candidate", names, self.candidates, DatasetError)
         if not names:
             raise DatasetError("select at least one candidate")
         cols = [self.candidates.index(c) for c in names]
@@ -115,10 +115,13 @@ class RoutingDataset:
 
     def where(self, *, source: str | Sequence[str] | None = None,
               split: str | Sequence[str] | None = None) -> "RoutingDataset":
+        """Rows of these sources and splits. A value no row has is an error naming the ones the
+        dataset has (a mistyped --sources would otherwise select nothing, or less than meant)."""
         mask = np.ones(len(self), dtype=bool)
         for column, value in (("source", source), ("split", split)):
             if value is not None:
                 values = [value] if isinstance(value, str) else list(value)
+                check_choices(column, values, list(dict.fromkeys(self.queries[column])), DatasetError)
                 mask &= self.queries[column].isin(values).to_numpy()
         return self.subset(mask)
 

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from lookahead_router.choices import check_choices
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.metrics.arena_hard import game_value
 
@@ -317,9 +318,7 @@ def import_release(root: str | Path, candidates: Sequence[str] | None = None,
                                      "pass the sources to import explicitly to ignore it")
         sources = ALL_SOURCES
     sources = list(sources)
-    bad = [s for s in sources if s not in READERS]
-    if bad:
-        raise ValueError(f"unknown source(s) {bad}; choose from {ALL_SOURCES}")
+    check_choices("source", sources, ALL_SOURCES)
     cands = list(candidates) if candidates else discover_candidates(root)
     if not cands:
         raise ReleaseFormatError(root / "test", "release", None, "no candidate files found")

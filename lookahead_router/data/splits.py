@@ -1,7 +1,8 @@
 """Evaluation protocols: which queries train a router and which test it.
 
-  * ``cv``    -- seeded k-fold cross-validation over the test benchmarks, stratified by benchmark;
-                 the out-of-fold decisions cover every benchmark query exactly once.
+  * ``cvK``   -- seeded K-fold cross-validation over the test benchmarks, stratified by benchmark
+                 (``cv5``, ``cv10``; ``cv`` with ``k``); the out-of-fold decisions cover every
+                 benchmark query exactly once.
   * ``lobo``  -- leave one benchmark out: train on the other benchmarks, test on it.
   * ``split`` -- an explicit split: test on the rows whose ``split`` is "test", train on the rest.
 With ``add_train=True`` the training-only rows (split "train"/"validation", e.g. SelfOSS) join
@@ -13,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold
 
 from lookahead_router.data.dataset import RoutingDataset
 
-PROTOCOLS = ("cv", "lobo", "split")
+PROTOCOLS = ("cv", "lobo", "split")   # kinds; a protocol's name is cvK, lobo or split
+PROTOCOL_HELP = "cv5 (5-fold, stratified by benchmark; any cvK: K folds), lobo (leave one benchmark out) or split"
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,39 @@ def _extra_rows(ds: RoutingDataset) -> np.ndarray:
     return np.flatnonzero(ds.queries["split"].to_numpy() != "test")
 
 
-def make_folds(ds: RoutingDataset, protocol: str = "cv", k: int = 5, seed: int = 0,
+@dataclass(frozen=True)
+class Protocol:
+    kind: str     # cv, lobo or split
+    k: int = 0    # folds, for cv
+
+    @property
+    def name(self) -> str:
+        """The canonical spelling (cv5, lobo, split): what runs record and compare."""
+        return f"cv{self.k}" if self.kind == "cv" else self.kind
+
+
+def parse_protocol(text: str, k: int | None = None) -> Protocol:
+    """The one reader of protocol names, for every command: ``cvK`` (``cv5``, ``cv10``), ``lobo``
+    or ``split``; ``cv`` alone takes ``k`` (default 5), which a ``cvK`` must not contradict."""
+    name = str(text).strip().lower()
+    if name in ("lobo", "split"):
+        return Protocol(name)
+    if name.startswith("cv") and (name == "cv" or name[2:].isdigit()):
+        folds = int(name[2:]) if name != "cv" else (5 if k is None else k)
+        if k is not None and folds != k:
+            raise ProtocolError(f"protocol {text} means {folds} folds, but k={k} was given")
+        if folds < 2:
+            raise ProtocolError(f"k-fold needs k >= 2, got {text}" + (f" with k={k}" if name == "cv" else ""))
+        return Protocol("cv", folds)
+    raise ProtocolError(f"{text}: no such protocol; protocols: {PROTOCOL_HELP}")
+
+
+def make_folds(ds: RoutingDataset, protocol: str | Protocol = "cv", k: int = 5, seed: int = 0,
                add_train: bool = False) -> list[Fold]:
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"unknown protocol {protocol!r}; choose from {PROTOCOLS}")
+    """The folds of ``protocol`` (a Protocol or a name: cv5, cv10, lobo, split; ``cv`` with ``k``)."""
+    if not isinstance(protocol, Protocol):
+        protocol = parse_protocol(protocol, k if str(protocol).strip().lower() == "cv" else None)
+    protocol, k = protocol.kind, protocol.k
     test_rows, extra = _test_rows(ds), _extra_rows(ds)
     if protocol == "split":
         if not len(test_rows) or not len(extra):
@@ -64,6 +94,7 @@ def make_folds(ds: RoutingDataset, protocol: str = "cv", k: int = 5, seed: int =
         smallest = min(np.unique(source, return_counts=True)[1])
         if smallest < k:
             raise ProtocolError(f"a benchmark has only {smallest} queries, fewer than k={k} folds")
+        from sklearn.model_selection import StratifiedKFold   # here: the CLI imports this module to start
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         for i, (tr, te) in enumerate(splitter.split(test_rows, source)):
             folds.append(Fold(f"fold{i}", test_rows[tr], test_rows[te]))

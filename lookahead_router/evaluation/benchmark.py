@@ -24,8 +24,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from lookahead_router.choices import check_choices
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.data.splits import Fold, ProtocolError, make_folds
+from lookahead_router.data.splits import Fold, ProtocolError, make_folds, parse_protocol
 from lookahead_router.evaluation.comparisons import Comparison, compare, comparisons_markdown
 from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
 from lookahead_router.evaluation.presets import Preset, load_preset
@@ -41,7 +42,6 @@ CEILINGS = ("ceiling-first-m", "ceiling-full")
 MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-nocm",
                  "lookahead-mlm-separate")
 TASK_BEST = "task-best"
-PROTOCOLS = {"cv5": ("cv", 5), "lobo": ("lobo", 0), "split": ("split", 0)}
 SEEDED = {"kmeans", "linear", "domain"}  # besides the neural routers, whose options all take a seed
 
 
@@ -79,11 +79,9 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
     preset = load_preset(preset) if isinstance(preset, str) else preset
     routers = list(routers or preset.default_routers)
     import lookahead_router.routers  # noqa: F401  (fills the registry)
-    unknown = [r for r in routers if r not in ROUTERS]
-    if unknown:
-        raise RouterError(f"unknown router(s) {unknown}; known routers: {', '.join(sorted(ROUTERS))}")
-    if protocol not in PROTOCOLS:
-        raise ProtocolError(f"unknown protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+    check_choices("router", routers, sorted(ROUTERS), RouterError)
+    parsed = parse_protocol(protocol)
+    protocol = parsed.name   # recorded canonically: CV5 and cv5 reuse the same finished folds
     if len(ds.candidates) < 2:
         raise RouterError(f"routing needs at least two candidates; the dataset has {ds.candidates}")
     seeds = list(seeds)
@@ -93,8 +91,7 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
         ds = subsample(ds, preset.per_source, 0)
     if not 0.0 < train_fraction <= 1.0:
         raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction}")
-    kind, k = PROTOCOLS[protocol]
-    all_folds = {s: make_folds(ds, kind, k=k, seed=s, add_train=add_train) for s in seeds}
+    all_folds = {s: make_folds(ds, parsed, seed=s, add_train=add_train) for s in seeds}
     keep = range(len(all_folds[seeds[0]])) if folds is None else list(folds)
     if not keep or any(not 0 <= i < len(all_folds[seeds[0]]) for i in keep):
         raise ProtocolError(f"folds {list(keep)} outside the protocol's 0..{len(all_folds[seeds[0]]) - 1}")

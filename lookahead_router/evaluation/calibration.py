@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from lookahead_router.choices import check_choices, unknown_message
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.evaluation.decisions import Decisions
 from lookahead_router.routers.cost import Price, estimate_tokens, expected_costs, utilities
@@ -59,14 +60,17 @@ def _ceil_sig(w: float, digits: int) -> float:
 
 
 # ---- scores ---------------------------------------------------------------------------------
-def scores_from_files(paths: Sequence[str | Path], ds: RoutingDataset) -> tuple[list[str], dict[str, list[float]]]:
-    """Candidates (in the dataset's order) and scores by query id, merged from decisions files."""
+def scores_from_files(paths: Sequence[str | Path], ds: RoutingDataset, full: RoutingDataset | None = None
+                      ) -> tuple[list[str], dict[str, list[float]]]:
+    """Candidates (in the dataset's order) and scores by query id, merged from decisions files.
+    Their ids must be queries of ``full`` (default ``ds``): the whole dataset, since the files may
+    cover other benchmarks than the ones calibrated on, but not ids it lacks."""
     by_id: dict[str, list[float]] = {}
     origin: dict[str, Path] = {}
     keys: frozenset[str] | None = None
     candidates: list[str] = []
     for path in paths:
-        dec = Decisions.load(path)
+        dec = Decisions.load(path).check(full if full is not None else ds, str(path))
         for qid, row in zip(dec.ids, dec.scores):
             if not isinstance(row, dict) or not row:
                 raise CalibrationError(f"{path}: the decision for id {qid!r} has no 'scores' field "
@@ -74,8 +78,8 @@ def scores_from_files(paths: Sequence[str | Path], ds: RoutingDataset) -> tuple[
             if keys is None:
                 unknown = sorted(set(row) - set(ds.candidates))
                 if unknown:
-                    raise CalibrationError(f"{path}: scores for {unknown}, which are not candidates of "
-                                           f"the dataset ({ds.candidates})")
+                    raise CalibrationError(f"{path}: scores for " + unknown_message("candidate", unknown,
+                                                                                   ds.candidates))
                 keys = frozenset(row)
                 candidates = [c for c in ds.candidates if c in keys]
             elif frozenset(row) != keys:
@@ -102,7 +106,7 @@ def scores_from_router(router_dir: str | Path, ds: RoutingDataset,
         raise CalibrationError(f"{router_dir}: the router's candidates {unknown} are not in the dataset "
                                f"({ds.candidates})")
     log(f"scoring {len(ds)} prompts with {router_dir}: in-sample if the router was trained on them "
-        "(prefer out-of-fold --scores from `lookahead benchmark`)")
+        "(prefer out-of-fold --decisions from `lookahead benchmark`)")
     scores = router.score(ds.queries["prompt"].tolist())
     return list(router.candidates), dict(zip(ds.ids, scores.astype(float).tolist()))
 
@@ -249,12 +253,12 @@ def calibrate(data: str | Path | RoutingDataset, prices: Mapping[str, Price], *,
         raise CalibrationError("give exactly one source of scores: decisions files or a router")
     ds = data if isinstance(data, RoutingDataset) else RoutingDataset.load(data)
     benchmarks = list(benchmarks) if benchmarks else default_benchmarks(ds)
-    unknown = [b for b in benchmarks if b not in ds.sources]
-    if unknown or not benchmarks:
-        raise CalibrationError(f"benchmark(s) {unknown or benchmarks} not in {data} (it has {ds.sources})")
-    ds = ds.where(source=benchmarks)
+    if not benchmarks:
+        raise CalibrationError(f"no test benchmark in {data} (it has {ds.sources}); pass --benchmarks")
+    check_choices("benchmark", benchmarks, ds.sources, CalibrationError, "benchmarks in the dataset")
+    full, ds = ds, ds.where(source=benchmarks)
     if score_files is not None:
-        candidates, by_id = scores_from_files(score_files, ds)
+        candidates, by_id = scores_from_files(score_files, ds, full)
     else:
         candidates, by_id = scores_from_router(router_dir, ds, log)
     missing = [c for c in candidates if c not in prices]

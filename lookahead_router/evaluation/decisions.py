@@ -79,13 +79,34 @@ class Decisions:
         return cls(name, [i for p in parts for i in p.ids], [m for p in parts for m in p.models],
                    [s for p in parts for s in p.scores])
 
+    def check(self, ds: RoutingDataset, label: str | None = None) -> "Decisions":
+        """Every id must be a query of ``ds`` and every model one of its candidates. A file may
+        cover only part of the dataset (a test fold, one benchmark): only ids the dataset lacks
+        are errors, which scoring would otherwise drop without a word (e.g. ids in another case)."""
+        label = label or self.name
+        self._check_models(ds, label)
+        known = set(ds.ids)
+        unknown = [q for q in self.ids if q not in known]
+        if unknown:
+            folded: dict[str, str] = {}
+            for q in ds.ids:
+                folded.setdefault(q.casefold(), q)
+            examples = ", ".join(repr(q) + (f" (did you mean {folded[q.casefold()]!r}?)"
+                                            if q.casefold() in folded else "") for q in unknown[:3])
+            raise DecisionsError(f"{label}: {len(unknown)} of {len(self.ids)} ids are not queries of the "
+                                 f"dataset, e.g. {examples}")
+        return self
+
+    def _check_models(self, ds: RoutingDataset, label: str) -> None:
+        from lookahead_router.choices import unknown_message
+        unknown = sorted({m for m in self.models if m not in ds.candidates})
+        if unknown:
+            raise DecisionsError(f"{label}: " + unknown_message("candidate", unknown, ds.candidates))
+
     def choice_for(self, ds: RoutingDataset) -> np.ndarray:
         """Candidate index per row of ``ds`` (-1 where this file has no decision)."""
         col = {c: j for j, c in enumerate(ds.candidates)}
-        unknown = sorted({m for m in self.models if m not in col})
-        if unknown:
-            raise DecisionsError(f"{self.name}: model(s) {unknown} are not candidates of the dataset "
-                                 f"({ds.candidates})")
+        self._check_models(ds, self.name)
         by_id = dict(zip(self.ids, self.models))
         return np.array([col[by_id[q]] if q in by_id else -1 for q in ds.ids], dtype=int)
 
@@ -93,7 +114,8 @@ class Decisions:
 def fixed_decisions(ds: RoutingDataset, model: str) -> Decisions:
     """Always route to ``model``."""
     if model not in ds.candidates:
-        raise DecisionsError(f"unknown candidate {model!r}; the dataset has {ds.candidates}")
+        from lookahead_router.choices import unknown_message
+        raise DecisionsError(unknown_message("candidate", [model], ds.candidates))
     return Decisions(model, ds.ids, [model] * len(ds))
 
 

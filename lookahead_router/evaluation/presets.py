@@ -76,10 +76,13 @@ def _hub_reachable(host: str = "huggingface.co", timeout_s: float = 3.0) -> bool
 
 
 def load_preset(name: str) -> Preset:
+    known = preset_names()
+    if name not in known:   # (also keeps a name like "../x" from reading another file)
+        from lookahead_router.choices import suggest
+        guess = suggest(name, known)
+        raise ValueError(f"unknown preset {name!r}" + (f" (did you mean {guess}?)" if guess else "")
+                         + f"; choose from {', '.join(known)}")
     path = PRESET_DIR / f"{name}.json"
-    if not path.is_file():
-        known = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
-        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(known)}")
     try:
         data = json.loads(path.read_text())
         return Preset(name, data["description"], data["groups"], data.get("router_options", {}),

@@ -12,12 +12,15 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from lookahead_router.choices import check_choices, unknown_message
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.release import TEST_BENCHMARKS
 from lookahead_router.evaluation.decisions import Decisions, DecisionsError
 from lookahead_router.metrics.native import benchmark_info, metric_for, normalised, oracle_choice
 
 RANDOM, ORACLE, CANDIDATES = "random", "oracle", "candidates"
+# Column headings of the narrow report (a 100-column terminal fits eight numeric columns)
+SHORT_NAMES = {"AlpacaEval": "Alpaca", "ArenaHard": "Arena", "MT-Bench": "MT-B", "HumanEval": "HumanE"}
 
 
 @dataclass
@@ -49,6 +52,17 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=True)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Report":
+        """The inverse of ``to_dict`` (extra keys, e.g. a benchmark's "run", are ignored)."""
+        rows, avg_std = {}, {}
+        for name, cells in data["rows"].items():
+            rows[name] = {b: {k: float(v) for k, v in cells[b].items()} for b in data["benchmarks"]}
+            if "avg_mu_n_std" in cells:
+                avg_std[name] = float(cells["avg_mu_n_std"])
+        return cls(list(data["benchmarks"]), dict(data["queries"]), rows, data.get("alpaca_lc_method"),
+                   list(data.get("notes", [])), avg_std, int(data.get("seeds", 1)))
+
     def _cells(self, row: str) -> list[str]:
         out = []
         for b in self.benchmarks:
@@ -66,12 +80,13 @@ class Report:
         lines = ["| " + " | ".join(self.header()) + " |",
                  "|" + "---|" * len(self.header())]
         lines += ["| " + " | ".join([row] + self._cells(row)) + " |" for row in self.rows]
-        return "\n".join(lines + [""] + [f"- {n}" for n in self._footer()])
+        return "\n".join(lines + [""] + [f"- {n}" for n in self.footer()])
 
     def to_rich(self):
+        """The whole table: μo and μn side by side (wide; ``to_rich_narrow`` for a terminal)."""
         from rich.table import Table
         table = Table(title="Routing performance (μo: native metric, μn: % of Random→Oracle gap)",
-                      caption="\n".join(self._footer()), caption_justify="left")
+                      caption="\n".join(self.footer()), caption_justify="left")
         table.add_column("Method", no_wrap=True, min_width=max(map(len, self.rows), default=6))
         for col in self.header()[1:]:
             table.add_column(col, justify="right")
@@ -79,7 +94,31 @@ class Report:
             table.add_row(row, *self._cells(row))
         return table
 
-    def _footer(self) -> list[str]:
+    def to_rich_narrow(self) -> list:
+        """Two tables, μn then μo, with short benchmark names: half the width of ``to_rich``."""
+        from rich import box
+        from rich.table import Table
+        tables = []
+        for title, key in (("μn: % of the Random→Oracle gap closed (higher is better)", "mu_n"),
+                           ("μo: each benchmark's native metric", "mu_o")):
+            table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+            table.add_column("Method", overflow="fold")
+            for b in self.benchmarks:
+                table.add_column(SHORT_NAMES.get(b, b), justify="right")
+            if key == "mu_n":
+                table.add_column("Avg", justify="right")
+            for row in self.rows:
+                cells = [self.rows[row][b] for b in self.benchmarks]
+                if key == "mu_n":
+                    values = [_fmt(c["mu_n"], 1, c.get("mu_n_std")) for c in cells]
+                    values.append(_fmt(self.avg_mu_n(row), 1, self.avg_std.get(row)))
+                else:
+                    values = [_fmt(c["mu_o"], benchmark_info(b).decimals) for b, c in zip(self.benchmarks, cells)]
+                table.add_row(row, *values)
+            tables.append(table)
+        return tables
+
+    def footer(self) -> list[str]:
         notes = ["μo: " + ", ".join(f"{b} {benchmark_info(b).metric}"
                                    for b in self.benchmarks),
                  "queries: " + ", ".join(f"{b} {self.queries[b]}" for b in self.benchmarks)]
@@ -134,8 +173,8 @@ def expand_routers(names: Sequence[str], ds: RoutingDataset) -> list[str]:
         elif name in (RANDOM, ORACLE) or name in ds.candidates:
             out.append(name)
         else:
-            raise DecisionsError(f"unknown reference router {name!r}: use a candidate name "
-                                 f"({', '.join(ds.candidates)}), '{CANDIDATES}', '{RANDOM}' or '{ORACLE}'")
+            raise DecisionsError(unknown_message("reference router", [name],
+                                                 [*ds.candidates, CANDIDATES, RANDOM, ORACLE]))
     return list(dict.fromkeys(out))
 
 
@@ -151,9 +190,7 @@ def evaluate(ds: RoutingDataset, routers: Sequence[str] = (CANDIDATES, RANDOM, O
     covered queries; the report's notes say both.
     """
     benchmarks = list(benchmarks) if benchmarks else default_benchmarks(ds)
-    unknown = [b for b in benchmarks if b not in ds.sources]
-    if unknown:
-        raise DecisionsError(f"benchmark(s) {unknown} not in the dataset (it has {ds.sources})")
+    check_choices("benchmark", benchmarks, ds.sources, DecisionsError, "benchmarks in the dataset")
     names = expand_routers(routers, ds) + [d.name for d in decisions]
     if len(set(names)) != len(names):
         raise DecisionsError(f"two rows share a name: {names}; rename a decisions file or pass --name")

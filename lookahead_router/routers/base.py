@@ -33,6 +33,16 @@ class RouterError(ValueError):
     """A router cannot be built, fitted, used or loaded as asked."""
 
 
+def typed(who: str, name: str, value: Any, kind: type) -> Any:
+    """An option's value as ``kind``, or a RouterError naming the option, the value and the type
+    expected (its cause, a ConfigError, tells the command line which ``--set`` it was)."""
+    from lookahead_router.routers.config import ConfigError, coerce
+    try:
+        return coerce(who, name, value, kind)
+    except ConfigError as exc:
+        raise RouterError(str(exc)) from exc
+
+
 class Router:
     name: ClassVar[str] = "router"
 
@@ -135,8 +145,10 @@ class Router:
         pass
 
     def summary(self) -> str:
-        """One line for `lookahead routers`."""
-        return (type(self).__doc__ or self.name).strip().splitlines()[0]
+        """What the router does, for `lookahead routers`: its docstring's first paragraph (whole:
+        a first line alone can stop mid-sentence), reST ``literals`` as plain text."""
+        paragraph = (type(self).__doc__ or self.name).strip().split("\n\n")[0]
+        return " ".join(paragraph.split()).replace("``", "")
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
@@ -154,7 +166,8 @@ def register(name: str, factory: Callable[..., Router]) -> None:
 def make_router(name: str, **options: Any) -> Router:
     import lookahead_router.routers  # noqa: F401  (fills the registry)
     if name not in ROUTERS:
-        raise RouterError(f"unknown router {name!r}; known routers: {', '.join(sorted(ROUTERS))}")
+        from lookahead_router.choices import unknown_message
+        raise RouterError(unknown_message("router", [name], sorted(ROUTERS)))
     try:
         return ROUTERS[name](**options)
     except TypeError as exc:

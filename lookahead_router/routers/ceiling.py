@@ -20,7 +20,7 @@ from torch import nn
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.routers.backbones import ENCODER, backbone_config
-from lookahead_router.routers.base import RouterError, register
+from lookahead_router.routers.base import RouterError, register, typed
 from lookahead_router.routers.config import NeuralConfig
 from lookahead_router.routers.features import shared_extractor
 from lookahead_router.routers.losses import routing_bce
@@ -95,7 +95,8 @@ class FullResponseCeiling(ResponseAware, NeuralRouter):
 
     def __init__(self, response_max_length: int = 256, **options):
         super().__init__(ENCODER, dict(max_length=256), set(NeuralConfig.__dataclass_fields__), **options)
-        self.options["response_max_length"] = self.response_max_length = int(response_max_length)
+        response_max_length = typed(self.name, "response_max_length", response_max_length, int)
+        self.options["response_max_length"] = self.response_max_length = response_max_length
 
     def summary(self) -> str:
         return (f"response-aware reference: frozen {self.backbone} embeddings of the prompt and each whole "

@@ -19,7 +19,35 @@ BALANCES = ("none", "sources")
 
 
 class ConfigError(ValueError):
-    """A router option is unknown or has a value it cannot take."""
+    """A router option is unknown or has a value it cannot take; ``option`` names it, so that the
+    command line can say which of its flags (``--set KEY=VALUE``) was wrong."""
+
+    def __init__(self, message: str, option: str | None = None):
+        super().__init__(message)
+        self.option = option
+
+
+KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def coerce(who: str, name: str, value: Any, kind: type) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str), or a ConfigError naming the option, the
+    value and the type expected (never Python's "invalid literal for int()")."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = {bool: isinstance(value, bool), int: number and float(value).is_integer(),
+          float: number, str: isinstance(value, str)}[kind]
+    if not ok:
+        raise ConfigError(f"{who}: option {name} must be {KINDS[kind]}, got {value!r}", name)
+    return value if kind in (bool, str) else kind(value)
+
+
+def option_of(exc: BaseException) -> str | None:
+    """The option a (possibly re-raised) ConfigError names, else None."""
+    while exc is not None:
+        if getattr(exc, "option", None):
+            return exc.option
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 @dataclass
@@ -102,24 +130,24 @@ def config_from_options(cls: type, options: dict[str, Any], defaults: dict[str, 
     values of the wrong type are errors naming the option."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = set(fields) if allowed is None else allowed
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise ConfigError(f"{who}: unknown option(s) {unknown}; known: {sorted(names)}")
+    check_options(who, options, names)
     values = {**(defaults or {}), **options}
     for name, value in values.items():
         default = fields[name].default
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{who}: option {name} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if not (number and float(value).is_integer()):
-                raise ConfigError(f"{who}: option {name} must be a whole number, got {value!r}")
-            values[name] = int(value)
-        elif isinstance(default, float):
-            if not number:
-                raise ConfigError(f"{who}: option {name} must be a number, got {value!r}")
-            values[name] = float(value)
+        for kind in (bool, int, float):   # bool first: True is an int to Python
+            if isinstance(default, kind):
+                values[name] = coerce(who, name, value, kind)
+                break
     config = cls(**values)
     config.check()
     return config
+
+
+def check_options(who: str, options: dict[str, Any], known) -> None:
+    """Unknown option names are errors naming them, the likely meant one and the valid ones."""
+    from lookahead_router.choices import suggest
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        guess = suggest(unknown[0], known)
+        raise ConfigError(f"{who}: unknown option(s) {unknown}" + (f" (did you mean {guess}?)" if guess else "")
+                          + f"; known: {sorted(known)}", unknown[0])

@@ -26,7 +26,7 @@ import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import average_mu_n, balanced_weights, normalised_scores
-from lookahead_router.routers.base import RouterError, register
+from lookahead_router.routers.base import RouterError, register, typed
 from lookahead_router.routers.similarity import _EmbeddingRouter, _nanmean
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)   # ridge penalties tried on the validation split
@@ -44,9 +44,10 @@ class _FittedOnValidation(_EmbeddingRouter):
     def __init__(self, seed: int = 0, balance: str = "auto", cv_folds: int = 5, **options):
         if balance not in BALANCES:
             raise RouterError(f"{self.name}: balance must be one of {BALANCES}, got {balance!r}")
-        if int(cv_folds) < 2:
+        if typed(self.name, "cv_folds", cv_folds, int) < 2:
             raise RouterError(f"{self.name}: cv_folds must be at least 2, got {cv_folds}")
-        super().__init__(seed=int(seed), balance=balance, cv_folds=int(cv_folds), **options)
+        super().__init__(seed=typed(self.name, "seed", seed, int), balance=balance, cv_folds=int(cv_folds),
+                         **options)
         self.chosen: dict | None = None
         self.validation: dict[str, float] = {}
 
@@ -141,7 +142,7 @@ class DomainRouter(_FittedOnValidation):
     own_options = (*_FittedOnValidation.own_options, "domain_column", "min_confidence")
 
     def __init__(self, domain_column: str = "source", min_confidence: float = 0.0, **options):
-        if not 0.0 <= float(min_confidence) <= 1.0:
+        if not 0.0 <= typed("domain", "min_confidence", min_confidence, float) <= 1.0:
             raise RouterError(f"domain: min_confidence must lie in [0, 1], got {min_confidence}")
         super().__init__(domain_column=domain_column, min_confidence=float(min_confidence), **options)
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import normalised_scores
-from lookahead_router.routers.base import Router, RouterError, register
+from lookahead_router.routers.base import Router, RouterError, register, typed
+from lookahead_router.routers.config import ConfigError, check_options
 from lookahead_router.routers.features import shared_extractor
 
 CHUNK = 256           # test prompts scored at once (bounds the [chunk, N] similarity matrix)
@@ -60,12 +61,15 @@ class _EmbeddingRouter(Router):
 
     def __init__(self, backbone: str = "minilm", max_length: int = 256, batch_size: int = 32,
                  progress: bool = True, **options):
-        unknown = set(options) - set(self.own_options)
-        if unknown:
-            raise RouterError(f"{self.name}: unknown option(s) {sorted(unknown)}; known: "
-                              f"{['backbone', 'max_length', 'batch_size', 'progress', *self.own_options]}")
-        super().__init__(backbone=backbone, max_length=max_length, batch_size=batch_size,
-                         progress=progress, **options)
+        try:
+            check_options(self.name, options, ["backbone", "max_length", "batch_size", "progress",
+                                               *self.own_options])
+        except ConfigError as exc:
+            raise RouterError(str(exc)) from exc
+        super().__init__(backbone=typed(self.name, "backbone", backbone, str),
+                         max_length=typed(self.name, "max_length", max_length, int),
+                         batch_size=typed(self.name, "batch_size", batch_size, int),
+                         progress=typed(self.name, "progress", progress, bool), **options)
 
     def embed(self, texts: list[str], desc: str = "embed", max_length: int | None = None) -> np.ndarray:
         o = self.options
@@ -86,7 +90,7 @@ class KNNRouter(_EmbeddingRouter):
     own_options = ("k",)
 
     def __init__(self, k: int = 100, **options):
-        if int(k) < 1:
+        if typed("knn", "k", k, int) < 1:
             raise RouterError(f"knn: k must be positive, got {k}")
         super().__init__(k=int(k), **options)
 
@@ -118,9 +122,9 @@ class KMeansRouter(_EmbeddingRouter):
     own_options = ("k", "seed")
 
     def __init__(self, k: int = 100, seed: int = 0, **options):
-        if int(k) < 1:
+        if typed("kmeans", "k", k, int) < 1:
             raise RouterError(f"kmeans: k must be positive, got {k}")
-        super().__init__(k=int(k), seed=int(seed), **options)
+        super().__init__(k=int(k), seed=typed("kmeans", "seed", seed, int), **options)
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         from sklearn.cluster import KMeans
@@ -205,8 +209,10 @@ class SmoothieRouter(_EmbeddingRouter):
     own_options = ("n0", "response_max_length")
 
     def __init__(self, n0: int = 1000, response_max_length: int | None = None, **options):
-        if int(n0) < 1:
+        if typed("smoothie", "n0", n0, int) < 1:
             raise RouterError(f"smoothie: n0 must be positive, got {n0}")
+        if response_max_length is not None:
+            response_max_length = typed("smoothie", "response_max_length", response_max_length, int)
         super().__init__(n0=int(n0), response_max_length=response_max_length, **options)
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
 

@@ -3,8 +3,9 @@
 ``Admission`` is an async context manager around a chat request. It owns the request's slot (the
 concurrency limit) and the in-flight gauge, and it finishes the request's ``RequestRecord``
 exactly once: one request-log row and one ``lookahead_requests_total`` count with the final status
-and its cause, for successes, rejections (4xx), upstream failures (502), bugs (500) and clients
-that went away (499, as nginx logs it). A streamed answer is handed to ``SSERelay``, which then
+and its cause (and the tokens and cost the upstream reported, ``usage.py``), for successes,
+rejections (4xx), upstream failures (502), bugs (500) and clients that went away (499, as nginx
+logs it). A streamed answer is handed to ``SSERelay``, which then
 finishes the record when the stream ends. While the proxy waits for the router or an upstream,
 and while it relays a stream, it also listens for the client's disconnect: then the upstream call
 is cancelled and the slot freed at once, not when the upstream times out.
@@ -16,7 +17,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import Mapping, Optional
 
 import orjson
 from fastapi.responses import Response, StreamingResponse
@@ -26,6 +27,7 @@ from lookahead_router.serving.metrics import ProxyMetrics
 from lookahead_router.serving.protocol import FastJSONResponse, OpenAIError
 from lookahead_router.serving.request_log import RequestLog
 from lookahead_router.serving.upstream import Event, UpstreamError, UpstreamRejected
+from lookahead_router.serving.usage import usage_of
 
 CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection first"
 
@@ -52,6 +54,9 @@ class RequestRecord:
     cause: Optional[str] = None
     error: Optional[str] = None
     latency_ms: Optional[float] = None
+    prompt_tokens: Optional[int] = None      # the upstream's usage; None when it reported none
+    completion_tokens: Optional[int] = None
+    cost_usd: Optional[float] = None         # None also when the candidate has no price
 
     def routed(self, decision: RouteDecision, seconds: float) -> None:
         self.scores, self.cost_weight, self.router_ms = (decision.probabilities, decision.cost_weight,
@@ -64,9 +69,11 @@ class RequestRecord:
 
 class Admission:
     def __init__(self, slots: asyncio.Semaphore, concurrency: int, queue_timeout_s: float,
-                 metrics: ProxyMetrics, log: Optional[RequestLog]):
+                 metrics: ProxyMetrics, log: Optional[RequestLog],
+                 prices: Mapping[str, Optional[tuple[float, float]]] | None = None):
         self.slots, self.concurrency, self.queue_timeout_s = slots, concurrency, queue_timeout_s
         self.metrics, self.log = metrics, log
+        self.prices = prices or {}  # candidate -> $ per million (input, output) tokens, or None
         self.record = RequestRecord()
         self.arrived = time.perf_counter()
         self.holds_slot = self.handed_over = self.finished = False
@@ -85,6 +92,7 @@ class Admission:
         elif isinstance(exc, OpenAIError):
             self.finish(exc.status, exc.code or exc.type, exc.message)
         elif isinstance(exc, UpstreamRejected):
+            self.record.chosen_model = self.record.chosen_model or exc.model  # (a replay miss: whose)
             self.finish(exc.status, "upstream_rejected", orjson.dumps(exc.body).decode()[:500])
         else:  # a bug or a failing router: logged, and answered 500 by the app
             self.finish(500, "internal_error", f"{type(exc).__name__}: {exc}"[:500])
@@ -105,7 +113,16 @@ class Admission:
         self.record.chosen_model, self.record.first_byte_ms = name, seconds * 1000
         self.metrics.first_byte.labels(name).observe(seconds)
 
+    def used(self, data: dict) -> None:
+        """Note the tokens and cost in a completion or chunk, if it reports usage."""
+        usage = usage_of(data)
+        if usage is not None:
+            record = self.record
+            record.prompt_tokens, record.completion_tokens = usage.prompt_tokens, usage.completion_tokens
+            record.cost_usd = usage.cost_usd(self.prices.get(record.chosen_model))
+
     def json(self, answer: dict, headers: dict) -> Response:
+        self.used(answer)
         self.record.status, self.record.cause = 200, "ok"
         return FastJSONResponse(answer, headers=headers)
 
@@ -130,8 +147,19 @@ class Admission:
         self.metrics.requests.labels(model, str(status), cause).inc()
         if record.chosen_model is not None:
             self.metrics.latency.labels(model).observe(seconds)
+            self._count_usage(model, status)
         if self.log is not None:
             self.log.record(record.row())
+
+    def _count_usage(self, model: str, status: int) -> None:
+        record = self.record
+        if record.prompt_tokens is not None:
+            self.metrics.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+            self.metrics.tokens.labels(model, "completion").inc(record.completion_tokens)
+            if record.cost_usd is not None:
+                self.metrics.cost.labels(model).inc(record.cost_usd)
+        elif status == 200:
+            self.metrics.usage_missing.labels(model).inc()
 
 
 async def unless_client_leaves(receive, work):
@@ -159,9 +187,10 @@ async def _client_left(receive) -> None:
 
 class SSERelay(StreamingResponse):
     """The upstream's events, relayed as server-sent events: the JSON bytes as they came (already
-    naming the candidate), then ``[DONE]``. A failure mid-stream ends it with an error event and
-    no ``[DONE]``, so clients see an error, not a complete answer. The upstream call is closed and
-    the record finished however the stream ends, including when the client leaves."""
+    naming the candidate; a hidden usage chunk is read, not sent), then ``[DONE]``. A failure
+    mid-stream ends it with an error event and no ``[DONE]``, so clients see an error, not a
+    complete answer. The upstream call is closed and the record finished however the stream ends,
+    including when the client leaves."""
 
     def __init__(self, admission: Admission, name: str, first: Event, events, headers: dict):
         super().__init__(iter(()), media_type="text/event-stream", headers=headers)
@@ -187,8 +216,11 @@ class SSERelay(StreamingResponse):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         event = self.first
         while True:
-            data = event.raw if event.raw is not None else orjson.dumps({**event.data, "model": self.name})
-            await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
+            if "usage" in event.data:
+                self.admission.used(event.data)
+            if not event.hidden:
+                data = event.raw if event.raw is not None else orjson.dumps({**event.data, "model": self.name})
+                await send({"type": "http.response.body", "body": b"data: " + data + b"\n\n", "more_body": True})
             try:
                 event = await self.events.__anext__()
             except StopAsyncIteration:

@@ -8,8 +8,9 @@
 A routed request tries the candidates from the best utility down (``fallback.py``) and falls back
 when an upstream fails before its first byte. The answer's ``model`` field and the
 ``x-lookahead-model`` header name the candidate that answered. Every chat request is accounted
-for, whatever becomes of it (``admission.py``). With client keys configured, every endpoint but
-``/health`` needs one.
+for, whatever becomes of it (``admission.py``), with the tokens and cost its upstream reported
+(``usage.py``); each HTTP request gets an access log line (``access_log.py``). With client keys
+configured, every endpoint but ``/health`` needs one.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from lookahead_router.routers.base import Router
 from lookahead_router.routers.cost import RouteDecision
+from lookahead_router.serving.access_log import RECORD_KEY, AccessLog
 from lookahead_router.serving.admission import CLIENT_CLOSED, Admission, ClientLeft, unless_client_leaves
 from lookahead_router.serving.config import ConfigError, ServeConfig
 from lookahead_router.serving.fallback import FallbackChain
@@ -56,6 +58,7 @@ class Proxy:
         upstreams = {name: make_upstream(name, up, self.session) for name, up in config.models.items()}
         self.fallback = FallbackChain(upstreams, config.circuit_breaker, config.max_attempts, self.metrics)
         self.model_names = [ROUTED_MODEL, *upstreams]
+        self.usd_prices = {name: up.usd_per_million_tokens() for name, up in config.models.items()}
         self.log = (RequestLog(config.request_log, config.log_prompts, config.request_log_spool,
                                int(config.request_log_buffer_mb * (1 << 20)), self.metrics)
                     if config.request_log else None)
@@ -82,7 +85,7 @@ class Proxy:
 
     def admit(self) -> Admission:
         return Admission(self.slots, self.config.concurrency, self.config.queue_timeout_s,
-                         self.metrics, self.log)
+                         self.metrics, self.log, self.usd_prices)
 
     def check_model(self, name: str) -> None:
         if name not in self.model_names:
@@ -101,6 +104,7 @@ class Proxy:
     async def chat(self, request: Request) -> Response:
         async with self.admit() as admitted:
             record = admitted.record
+            request.scope[RECORD_KEY] = record  # for the access log line
             self.authorize(request)
             body = await read_json(request, self.config.max_body_bytes)
             chat = parse(ChatRequest, body)
@@ -178,6 +182,8 @@ def create_app(router: Router, config: ServeConfig) -> FastAPI:
     if config.cors_origins:  # preflights are answered here, before any key check
         app.add_middleware(CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["*"], expose_headers=["x-lookahead-model", "x-lookahead-attempts", "x-request-id"])
+    if config.access_log:  # outermost: it times and sees every response, preflights included
+        app.add_middleware(AccessLog)
 
     @app.exception_handler(OpenAIError)
     async def _openai_error(request, exc: OpenAIError):

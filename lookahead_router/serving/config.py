@@ -12,6 +12,8 @@
         timeout_s: 60                          # until the first byte
       Yi-1.5-34B-Chat:
         replay: ../runs/paper.parquet          # answer with the recorded response (no server)
+      Llama-3.1-8B-Instruct:
+        echo: true                             # answer any prompt by echoing it (no server)
       SmolLM2-135M-Instruct:
         local: smollm2                         # `collect generate` only: run it in-process
     generation:                                # `lookahead collect generate` sampling and limits
@@ -46,23 +48,36 @@ class UpstreamConfig(_Strict):
     model: Optional[str] = None
     api_key_env: Optional[str] = None
     replay: Optional[Path] = None
+    echo: bool = False           # answer any prompt with "[echo from <name>] <its first words>"
     local: Optional[str] = None  # a causal LM (hub id, folder or "smollm2"), for generation only
     price_input: float = Field(0.0, ge=0)
     price_output: float = Field(0.0, ge=0)
     expected_output_tokens: int = Field(DEFAULT_OUTPUT_TOKENS, gt=0)
     timeout_s: float = Field(60.0, gt=0)
     params_b: Optional[float] = Field(None, gt=0)  # parameters in billions: `lookahead analyze cost` only
+    # Ask a streaming upstream for its usage (stream_options.include_usage) when the client did not,
+    # so the request log has token counts; false for a server that refuses stream_options.
+    stream_usage: bool = True
 
     @model_validator(mode="after")
     def _one_backend(self):
-        if sum(x is not None for x in (self.base_url, self.replay, self.local)) != 1:
-            raise ValueError("give exactly one of base_url (an OpenAI-compatible server), "
-                             "replay (a routing dataset) or local (a model to run in-process)")
+        given = [k for k in ("base_url", "replay", "echo", "local") if getattr(self, k) not in (None, False)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of base_url (an OpenAI-compatible server), replay (a "
+                             "routing dataset), echo: true (echo the prompt) or local (a model to run "
+                             f"in-process); got {' and '.join(given) or 'none'}")
         return self
 
     @property
     def price(self) -> Price:
         return Price(self.price_input, self.price_output, self.expected_output_tokens)
+
+    def usd_per_million_tokens(self) -> Optional[tuple[float, float]]:
+        """(input, output) prices for the request log's cost, or None when the config sets neither:
+        the routing defaults (0) would log a cost of $0 that nobody stated."""
+        if not {"price_input", "price_output"} & self.model_fields_set:
+            return None
+        return self.price_input, self.price_output
 
     def api_key(self) -> Optional[str]:
         return os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -113,6 +128,7 @@ class ServeConfig(_Strict):
     request_log_spool: Optional[Path] = None           # rows wait here for the database (default: request_log.py)
     request_log_buffer_mb: float = Field(256, gt=0)    # spool bound while the database is down; then rows are dropped
     log_prompts: bool = True                           # keep prompt text (for `lookahead log export`)
+    access_log: bool = True                            # one line per request on the "lookahead.access" logger
     circuit_breaker: CircuitBreakerConfig = CircuitBreakerConfig()
     batch: BatchConfig = BatchConfig()
     generation: GenerationConfig = GenerationConfig()

@@ -5,10 +5,14 @@ without an LLM. What it does depends on the model id it is asked for:
     reject-*  answers HTTP 400            truncate-*  streams two chunks, then ends the body
     denied-*  answers HTTP 401                        without a finish_reason or [DONE]
     slow-*    streams 50 chunks 0.1 s apart   garbage-*   answers 200 with a JSON list
-    anything else: "<model> answers: <prompt>" in ``chunks`` pieces (streamed or whole)
+    nousage-* answers without any usage (even when a stream's include_usage asks for it)
+    anything else: "<model> answers: <prompt>" in ``chunks`` pieces (streamed or whole), with a
+    usage of len(prompt) // 4 + len(answer) // 4 tokens (streams: with include_usage, as OpenAI:
+    every chunk has "usage": null, then a last chunk has no choices and the usage)
 
-``app.state.received`` counts requests per model id; ``app.state.open`` counts answers still in
-progress (a request the proxy cancelled is no longer open).
+``app.state.received`` counts requests per model id and ``app.state.last_body`` holds the last
+body sent for each; ``app.state.open`` counts answers still in progress (a request the proxy
+cancelled is no longer open).
 
     python -m lookahead_router.serving.fake_upstream --port 9001 [--chunks 16 --chunk-delay-ms 5]
 
@@ -37,6 +41,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI:
     app = FastAPI(title="fake OpenAI-compatible upstream")
     app.state.received = Counter()  # model id -> requests received
+    app.state.last_body = {}        # model id -> the last request body
     app.state.open = 0              # answers in progress
 
     @app.post("/v1/chat/completions")
@@ -44,6 +49,7 @@ def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI
         body = await request.json()
         model = body["model"]
         app.state.received[model] += 1
+        app.state.last_body[model] = body
         if model.startswith("fail"):
             return JSONResponse({"error": {"message": "upstream exploded", "type": "server_error"}},
                                 status_code=500)
@@ -68,12 +74,17 @@ def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI
         step = max(1, -(-len(text) // n_chunks))
         pieces = [text[i:i + step] for i in range(0, len(text), step)]
         base = {"id": "chatcmpl-fake", "created": int(time.time()), "model": model}
+        usage = {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
+                 "total_tokens": len(prompt) // 4 + len(text) // 4}
+        reports_usage = not model.startswith("nousage")
         if not body.get("stream"):
             return {**base, "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(text) // 4,
-                              "total_tokens": (len(prompt) + len(text)) // 4}}
+                                 "finish_reason": "stop"}], **({"usage": usage} if reports_usage else {})}
+        if reports_usage and (body.get("stream_options") or {}).get("include_usage"):
+            base["usage"] = None
+        else:
+            usage = None
 
         async def events():
             with _open(app):
@@ -87,7 +98,11 @@ def create_fake_upstream(chunks: int = 4, chunk_delay_s: float = 0.0) -> FastAPI
                     yield f"data: {json.dumps(chunk)}\n\n"
                 done = {**base, "object": "chat.completion.chunk",
                         "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
-                yield f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n"
+                yield f"data: {json.dumps(done)}\n\n"
+                if usage is not None:
+                    last = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                    yield f"data: {json.dumps(last)}\n\n"
+                yield "data: [DONE]\n\n"
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app

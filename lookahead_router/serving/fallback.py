@@ -84,8 +84,9 @@ class FallbackChain:
                     self.metrics.fallbacks.labels(name, exc.reason).inc()
                 logger.warning("upstream %s failed (%s)", name, exc.reason)
                 continue
-            except UpstreamRejected:
+            except UpstreamRejected as exc:
                 breaker.record_success()  # it answered: the request was at fault, not the upstream
+                exc.model = name
                 raise
             except BaseException:  # cancelled (the client left) or a bug: no verdict on the upstream
                 breaker.record_abandoned()

@@ -9,11 +9,14 @@ the spool of a dead worker is shipped by its replacement (``spool.py``).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
+
+from lookahead_router.serving.access_log import ACCESS_LOGGER
 
 _SETTINGS_ENV = "LOOKAHEAD_SERVE_SETTINGS"  # how the supervisor hands the settings to its workers
 
@@ -28,6 +31,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    access_log: Optional[bool] = None  # False: --no-access-log (None: the config's access_log)
 
 
 def load_serving(settings: ServeSettings):
@@ -40,6 +44,8 @@ def load_serving(settings: ServeSettings):
         config.cost_weight = settings.cost_weight
     if settings.engine is not None:
         config.engine = settings.engine
+    if settings.access_log is not None:
+        config.access_log = settings.access_log
     router_dir = settings.router_dir or config.router
     if router_dir is None:
         raise ConfigError(f"{settings.config_file}: no router: pass --router DIR or set 'router' in the config")
@@ -72,13 +78,27 @@ def app_from_env():
     return create_app(router, config)
 
 
+def logging_config() -> dict:
+    """uvicorn's logging, plus a handler printing the proxy's access log to stdout. uvicorn applies
+    it in the supervisor and in every worker it starts, so ``--workers N`` print their lines too."""
+    from uvicorn.config import LOGGING_CONFIG
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["lookahead_access"] = {"format": "%(asctime)s %(message)s",
+                                                "datefmt": "%Y-%m-%dT%H:%M:%S%z"}
+    config["handlers"]["lookahead_access"] = {"class": "logging.StreamHandler", "formatter": "lookahead_access",
+                                              "stream": "ext://sys.stdout"}
+    config["loggers"][ACCESS_LOGGER] = {"handlers": ["lookahead_access"], "level": "INFO", "propagate": False}
+    return config
+
+
 def serve(settings: ServeSettings, app=None) -> None:
     """Listen until stopped: ``app`` in this process, or ``settings.workers`` worker processes."""
     import uvicorn
     # Keep idle client connections longer than clients keep them (httpx: 5 s), so that a client
     # never reuses a connection the server is closing at that moment (a spurious ReadError).
+    # uvicorn's own access log stays off: the proxy writes its own line (access_log.py).
     common = dict(host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                  timeout_keep_alive=75)
+                  timeout_keep_alive=75, log_config=logging_config())
     if settings.workers == 1:
         uvicorn.run(app, **common)
         return

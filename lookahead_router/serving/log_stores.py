@@ -16,7 +16,9 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
 
-SCHEMA_VERSION = 2  # 1: the SQLite layout before versions; 2: unique request_id, the version table
+# 1: the SQLite layout before versions; 2: unique request_id, the version table; 3: prompt_tokens,
+# completion_tokens, cost_usd.
+SCHEMA_VERSION = 3
 
 # Column -> (SQLite type, PostgreSQL type).
 COLUMNS = {
@@ -27,7 +29,8 @@ COLUMNS = {
     "status": ("INTEGER", "INTEGER"), "cause": ("TEXT", "TEXT"), "error": ("TEXT", "TEXT"),
     "stream": ("INTEGER", "INTEGER"), "latency_ms": ("REAL", "DOUBLE PRECISION"),
     "router_ms": ("REAL", "DOUBLE PRECISION"), "first_byte_ms": ("REAL", "DOUBLE PRECISION"),
-    "replica": ("TEXT", "TEXT"),
+    "replica": ("TEXT", "TEXT"), "prompt_tokens": ("INTEGER", "INTEGER"),
+    "completion_tokens": ("INTEGER", "INTEGER"), "cost_usd": ("REAL", "DOUBLE PRECISION"),
 }
 NAMES = list(COLUMNS)
 # The distinct logged prompts, oldest first (``lookahead log export``).

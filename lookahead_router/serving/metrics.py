@@ -29,6 +29,14 @@ class ProxyMetrics:
                                  "retried on the next candidate", ["model", "reason"], registry=r)
         self.upstream_errors = Counter("lookahead_upstream_errors", "Failed upstream attempts",
                                        ["model", "reason"], registry=r)
+        self.tokens = Counter("lookahead_tokens", "Tokens the upstreams reported (usage), per candidate; "
+                              "kind: prompt or completion", ["model", "kind"], registry=r)
+        self.cost = Counter("lookahead_cost_usd", "Cost in USD of the reported tokens at the candidate's "
+                            "price_input/price_output (candidates without prices: not counted)", ["model"],
+                            registry=r)
+        self.usage_missing = Counter("lookahead_usage_missing", "Answered chat requests (200) whose "
+                                     "upstream reported no usage: no tokens or cost counted", ["model"],
+                                     registry=r)
         self.circuit_open = Gauge("lookahead_circuit_open", "1 while a candidate's circuit is open",
                                   ["model"], registry=r)
         self.in_flight = Gauge("lookahead_in_flight_requests", "Requests being answered", registry=r)

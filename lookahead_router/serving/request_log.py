@@ -5,8 +5,9 @@ Columns: time, request id, prompt hash (sha256) and length, the prompt itself (u
 ``log_prompts: false``), requested and chosen model, router scores, cost weight, failed attempts,
 final status and its cause (``ok``, a rejection's error code, ``upstream_unavailable``,
 ``upstream_failed_mid_stream``, ``client_aborted_before_first_byte`` / ``..._after_first_byte``,
-...), error, stream flag, latency, router latency, time to first byte and the replica that served
-it. ``export_prompts`` turns the log into a prompts file for `lookahead route` and data collection.
+...), error, stream flag, latency, router latency, time to first byte, the replica that served
+it, and the upstream's token counts and their cost in USD (``usage.py``; NULL when unknown).
+``export_prompts`` turns the log into a prompts file for `lookahead route` and data collection.
 
 A response never waits for the database: ``record`` appends the row to this process's spool file
 (``spool.py``) and a background thread ships the spool to the store in batches. While the store is

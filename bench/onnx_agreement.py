@@ -78,8 +78,7 @@ def run() -> None:
     from lookahead_router.evaluation.presets import load_preset
     from lookahead_router.evaluation.report import evaluate
     from lookahead_router.precision import environment
-    from lookahead_router.routers.base import make_router
-    from lookahead_router.routers.features import use_engine
+    from lookahead_router.routers.registry import make_router
     from lookahead_router.routers.onnx_encoder import check_engine
 
     started = time.perf_counter()
@@ -94,16 +93,15 @@ def run() -> None:
     preset = load_preset(args.preset)
     results, decisions, timings = [], [], {}
     for name in routers:
-        use_engine(engines[0])
         start = time.perf_counter()
         options = {**preset.options(name), "progress": False}
         if "epochs" in options:
             options["epochs"] = args.epochs
-        router = make_router(name, **options).fit(train)
+        router = make_router(name, **options).use(engines[0]).fit(train)
         timings[f"{name} fit"] = time.perf_counter() - start
         scores = {}
         for engine in engines:
-            use_engine(engine)
+            router.use(engine)
             router.score(prompts[:1])       # the engine's export (cached on disk) is not timed
             start = time.perf_counter()
             scores[engine] = router.score(prompts)
@@ -120,7 +118,6 @@ def run() -> None:
             print(f"{name:16s} {engine:9s} same choice {results[-1]['same_choice_pct']:.2f}% "
                   f"({results[-1]['differing_prompts']} differ), max |Δscore| {results[-1]['max_abs_score_diff']:.2e}, "
                   f"{results[-1]['score_s']:.0f} s", flush=True)
-    use_engine("torch")
     report = evaluate(test, routers=(), decisions=decisions)
     for r in results:
         r["avg_mu_n"] = report.avg_mu_n(f"{r['router']} [{r['engine']}]")

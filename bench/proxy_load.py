@@ -206,9 +206,7 @@ def router_throughput(router_dir: Path, engine: str, prompts: list[str], batch: 
     script = f"""
 import json, sys, time
 from lookahead_router.routers.base import Router
-from lookahead_router.routers.features import inference_only, use_engine
-inference_only(); use_engine({engine!r})
-router = Router.load({str(router_dir)!r}); router.score(["warm-up"])
+router = Router.load({str(router_dir)!r}, engine={engine!r}, keep_cache=False); router.score(["warm-up"])
 prompts = json.load(sys.stdin); done, began = 0, time.perf_counter()
 while time.perf_counter() - began < {seconds}:
     router.score(prompts[done % len(prompts):][:{batch}]); done += {batch}

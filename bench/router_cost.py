@@ -44,7 +44,7 @@ DEFAULT_ROUTERS = ("knn", "kmeans", "smoothie", "mlc-mlm", "zooter-mlm", "router
 
 
 def fitted(name: str, options: dict, train, T: int):
-    from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.registry import make_router
     if "epochs" in options:  # a neural router: one short epoch is enough to measure its cost
         options = {**options, "epochs": 1, "eval_every": 10 ** 6}
     router = make_router(name, **{**options, "progress": False})
@@ -52,19 +52,19 @@ def fitted(name: str, options: dict, train, T: int):
 
 
 @contextmanager
-def uncached():
+def uncached(router):
     """Every prompt is embedded afresh, as a deployed router meets new prompts (no feature cache)."""
-    from lookahead_router.routers.features import inference_only
-    inference_only(True)
+    engine = router.runtime.get("engine")
+    router.use(engine, keep_cache=False)
     try:
         yield
     finally:
-        inference_only(False)
+        router.use(engine)
 
 
 def gflops(router, prompts: list[str]) -> float:
     counter = FlopCounterMode(display=False)
-    with uncached(), counter:
+    with uncached(router), counter:
         for p in prompts:
             router.score([p])
     return counter.get_total_flops() / len(prompts) / 1e9
@@ -100,29 +100,29 @@ def stage_clock(spent: dict):
         FeatureExtractor._forward, FeatureExtractor._tokenizer_and_length = forward, tokenizer_and_length
 
 
-def on_engines(engines: list[str], turn: int):
-    """The engines in a rotated order, with each one selected in turn (no engine always goes first)."""
-    from lookahead_router.routers.features import use_engine
+def on_engines(router, engines: list[str], turn: int):
+    """The engines in a rotated order, with each one selected in turn (no engine always goes first);
+    every prompt is embedded afresh, as a deployed router meets new prompts."""
     for engine in engines[turn % len(engines):] + engines[:turn % len(engines)]:
-        use_engine(engine)
+        router.use(engine, keep_cache=False)
         yield engine
+    router.use()
 
 
 def latency(router, prompts: list[str], engines: list[str]) -> dict[str, dict]:
     """Per engine: p50 / p95 ms per query at batch 1, and the medians of its stages."""
     times = {e: defaultdict(list) for e in engines}
-    with uncached():
-        for i, p in enumerate(prompts):
-            for engine in on_engines(engines, i):
-                spent = defaultdict(float)
-                with stage_clock(spent):
-                    start = time.perf_counter()
-                    router.score([p])
-                    total = time.perf_counter() - start
-                for stage, value in (("total", total), ("tokenizer", spent["tokenizer"]),
-                                     ("encoder", spent["encoder"]),
-                                     ("rest", total - spent["tokenizer"] - spent["encoder"])):
-                    times[engine][stage].append(value * 1000)
+    for i, p in enumerate(prompts):
+        for engine in on_engines(router, engines, i):
+            spent = defaultdict(float)
+            with stage_clock(spent):
+                start = time.perf_counter()
+                router.score([p])
+                total = time.perf_counter() - start
+            for stage, value in (("total", total), ("tokenizer", spent["tokenizer"]),
+                                 ("encoder", spent["encoder"]),
+                                 ("rest", total - spent["tokenizer"] - spent["encoder"])):
+                times[engine][stage].append(value * 1000)
     return {e: {"p50_ms": float(np.percentile(t["total"], 50)), "p95_ms": float(np.percentile(t["total"], 95)),
                 "stages_p50_ms": {k: float(np.median(t[k])) for k in ("tokenizer", "encoder", "rest")}}
             for e, t in times.items()}
@@ -130,23 +130,21 @@ def latency(router, prompts: list[str], engines: list[str]) -> dict[str, dict]:
 
 def throughput(router, prompts: list[str], engines: list[str], batch: int = 64) -> dict[str, float]:
     spent = defaultdict(float)
-    with uncached():
-        for n, i in enumerate(range(0, len(prompts), batch)):
-            for engine in on_engines(engines, n):
-                start = time.perf_counter()
-                router.score(prompts[i:i + batch])
-                spent[engine] += time.perf_counter() - start
+    for n, i in enumerate(range(0, len(prompts), batch)):
+        for engine in on_engines(router, engines, n):
+            start = time.perf_counter()
+            router.score(prompts[i:i + batch])
+            spent[engine] += time.perf_counter() - start
     return {e: len(prompts) / spent[e] for e in engines}
 
 
 def warm_up(router, engines: list[str], prompt: str) -> dict[str, float]:
     """One call per engine before timing: loads the backbone, or exports the ONNX graph (cached)."""
     seconds = {}
-    with uncached():
-        for engine in on_engines(engines, 0):
-            start = time.perf_counter()
-            router.score([prompt])
-            seconds[engine] = time.perf_counter() - start
+    for engine in on_engines(router, engines, 0):
+        start = time.perf_counter()
+        router.score([prompt])
+        seconds[engine] = time.perf_counter() - start
     return seconds
 
 
@@ -170,7 +168,6 @@ def main() -> None:
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.evaluation.presets import load_preset
     from lookahead_router.precision import environment
-    from lookahead_router.routers.features import use_engine
     from lookahead_router.routers.onnx_encoder import check_engine
 
     engines = [check_engine(e) for e in args.engines.split(",") if e]
@@ -200,7 +197,6 @@ def main() -> None:
                 options["response_length"] = 8   # training only: scoring runs the MID tokens alone
             rows = train.subset(np.arange(32))
         label = f"{name} (fine-tuned)" if finetune else name
-        use_engine("torch")   # training, and FLOPs counting, on the reference engine
         flops = {}
         for T in (3, 4, 5):
             router = fitted(name, options, rows, T)
@@ -220,7 +216,6 @@ def main() -> None:
                   f"  {row['throughput_qps']:.1f} q/s  (p50 tokenizer {b['tokenizer']:.1f} / encoder "
                   f"{b['encoder']:.1f} / rest {b['rest']:.1f} ms)", flush=True)
             results.append(row)
-        use_engine("torch")
     import onnxruntime
     meta = {**environment(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "preset": args.preset,
             "onnxruntime": onnxruntime.__version__, "engines": engines,

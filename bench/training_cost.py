@@ -34,7 +34,7 @@ def seconds_per_step(name: str, options: dict, ds, steps: int, autocast: bool = 
     ``autocast``: the forward under CPU bf16 autocast, as the engine trains where bf16 is native;
     ``curriculum_rows``: the training rows Lookahead's curriculum is laid over; ``seed``: the
     initialisation (None: the global generator as it stands)."""
-    from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.registry import make_router
     from lookahead_router.routers.neural import RowDataset
     if seed is not None:
         torch.manual_seed(seed)

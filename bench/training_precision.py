@@ -42,7 +42,7 @@ def main() -> None:
     from lookahead_router.data.splits import make_folds
     from lookahead_router.evaluation.presets import load_preset
     from lookahead_router.precision import BF16, resolve_precision
-    from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.registry import make_router
     if resolve_precision() != BF16:
         raise SystemExit("the precision setting resolves to fp32 here: nothing to compare (needs native bf16)")
     preset = load_preset("cpu")

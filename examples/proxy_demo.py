@@ -23,10 +23,10 @@ import httpx
 import numpy as np
 import openai
 
+from lookahead_router.catalogue import load_config
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.evaluation.holdout import HOLDOUT_DIR, summary
 from lookahead_router.evaluation.report import Report
-from lookahead_router.serving.config import load_config
 from lookahead_router.serving.fake_upstream import free_port, wait_until_serving
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import difflib
 from typing import Iterable, Sequence
 
+from lookahead_router.errors import LookaheadError
+
 
 def suggest(value: str, choices: Iterable[str]) -> str | None:
     """The choice ``value`` most likely meant: the same letters in another case first (ids and
@@ -44,7 +46,7 @@ def unknown_message(what: str, values: Sequence[str], choices: Sequence[str], pl
     return head + (" " if head.endswith("?") else "; ") + tail if tail else head
 
 
-def check_choices(what: str, values: Iterable[str], choices: Sequence[str], error: type[Exception] = ValueError,
+def check_choices(what: str, values: Iterable[str], choices: Sequence[str], error: type[Exception] = LookaheadError,
                   plural: str | None = None) -> None:
     """Raise ``error`` naming every value of ``values`` that is not in ``choices``."""
     known = set(choices)

@@ -12,6 +12,9 @@ from typing import Optional, Sequence
 # Top-level module -> the extras that install it (the first is named unless the command is
 # another's: `lookahead collect generate` with a replay model needs aiohttp too).
 EXTRAS: dict[str, tuple[str, ...]] = {
+    "fastapi": ("serve",),
+    "starlette": ("serve",),
+    "orjson": ("serve",),
     "uvicorn": ("serve",),
     "aiohttp": ("serve", "collect"),
     "prometheus_client": ("serve",),

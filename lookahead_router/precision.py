@@ -26,6 +26,8 @@ from functools import lru_cache
 
 import torch
 
+from lookahead_router.errors import LookaheadError
+
 PRECISION_ENV = "LOOKAHEAD_PRECISION"
 AUTO, FP32, BF16 = "auto", "fp32", "bf16"
 PRECISIONS = (AUTO, FP32, BF16)
@@ -40,7 +42,7 @@ NUMERIC_FLAGS = ("avx2", "fma3", "f16c", "avx512_f", "avx512_vnni", "avx512_bf16
                  "neon", "fp16_arith", "bf16", "i8mm", "sve", "sve2", "sve_bf16")      # Arm
 
 
-class PrecisionError(ValueError):
+class PrecisionError(LookaheadError):
     """A precision setting that is none of PRECISIONS."""
 
 

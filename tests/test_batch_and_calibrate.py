@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 from lookahead_router.cli.main import app
 from lookahead_router.evaluation.calibration import CalibrationError, Sweep, calibrate, parse_share
 from lookahead_router.evaluation.decisions import Decisions
-from lookahead_router.routers.base import ROUTERS, Router, make_router
+from lookahead_router.evaluation.offline_route import read_prompts, route_file
+from lookahead_router.prompts import prompt_of
+from lookahead_router.routers.base import Router
 from lookahead_router.routers.cost import Price
-from lookahead_router.serving.batch import read_prompts, route_file
-from lookahead_router.serving.protocol import prompt_of
+from lookahead_router.routers.registry import ROUTERS, Entry
 
 runner = CliRunner()
 PRICES = {"model-a": Price(10.0, 10.0, 100), "model-b": Price(1.0, 1.0, 100),
@@ -48,8 +49,7 @@ class KeywordRouter(Router):
 
 @pytest.fixture
 def router_dir(tmp_path, monkeypatch):
-    make_router("knn")  # fills the registry; then ours is added for this test only
-    monkeypatch.setitem(ROUTERS, KeywordRouter.name, KeywordRouter)
+    monkeypatch.setitem(ROUTERS, KeywordRouter.name, Entry(KeywordRouter, "reference"))   # this test only
     router = KeywordRouter()
     router.candidates = ["model-a", "model-b", "model-c"]
     return router.save(tmp_path / "router")

@@ -120,7 +120,7 @@ def test_train_cli_saves_a_router_that_loads(fake_parquet, tmp_path):
     assert result.exit_code == 0, result.output
     assert "best checkpoint: step" in result.output and "validation average μn" in result.output
     router = Router.load(out)
-    assert router.name == "zooter-mlm" and router.options["hidden"] == 16
+    assert router.name == "zooter-mlm" and router.config.hidden == 16
     assert router.score(["a prompt"]).shape == (1, 3)
     # SelfOSS's own validation rows choose the checkpoint; only its training rows train
     selfoss = runner.invoke(app, ["train", "--router", "mlc-clm", "--data", str(fake_parquet),
@@ -232,7 +232,7 @@ def test_train_keeps_the_datasets_label_threshold_in_router_json(fake_dataset, t
     result = runner.invoke(app, args + ["--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "r" / "router.json").read_text())
-    assert saved["options"]["threshold"] == 0.5 and saved["extra"]["config"]["threshold"] == 0.5
+    assert saved["config"]["threshold"] == 0.5
     assert Router.load(tmp_path / "r").config.threshold == 0.5
     result = runner.invoke(app, args + ["--out", str(tmp_path / "s"), "--set", "threshold=0.9"])
     assert result.exit_code == 0, result.output

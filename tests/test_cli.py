@@ -84,14 +84,14 @@ def test_every_option_and_argument_of_every_command_has_help():
 
 # ---- `lookahead routers` ---------------------------------------------------------------------
 def test_routers_lists_every_router_with_its_whole_description_and_no_markup(monkeypatch):
-    from lookahead_router.routers.base import ROUTERS, Router, make_router
+    from lookahead_router.routers.base import Router
+    from lookahead_router.routers.registry import ROUTERS, Entry, make_router
 
     class Bracketed(Router):
         """Scores [n, T] with [bold]no[/bold] markup read, and a description long enough to
         wrap twice on a terminal of a hundred columns: every word of it must still be shown."""
 
-    make_router("knn")   # fills the registry before ours joins it
-    monkeypatch.setitem(ROUTERS, "zz-bracketed", Bracketed)
+    monkeypatch.setitem(ROUTERS, "zz-bracketed", Entry(Bracketed, "baseline"))
     result = runner.invoke(app, ["routers"], env={"COLUMNS": "100"})   # the console reads it at each print
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -104,7 +104,7 @@ def test_routers_lists_every_router_with_its_whole_description_and_no_markup(mon
     assert "Training scores are never used" in result.output.replace("\n", " ") or \
         "Trainingscoresareneverused" in flat   # smoothie's docstring beyond its first line
     assert "``" not in result.output
-    for kind in ("reference", "baseline", "lookahead", "ceiling", "other"):
+    for kind in ("reference", "baseline", "lookahead", "ablation", "ceiling"):
         assert any(line.lstrip().startswith(kind) for line in lines), kind
 
 
@@ -284,3 +284,18 @@ def test_unknown_router_and_preset_names_suggest_the_meant_one(tmp_path):
 def test_analyze_number_lists_name_their_option(tmp_path):
     fails(runner.invoke(app, ["analyze", "efficiency", "--bench", str(tmp_path), "--fractions", "0.5,half"]),
           "--fractions: 'half' is not a number")
+
+
+def test_router_options_and_train_flags_come_from_the_configs():
+    """`routers --options` and `train`'s router flags are generated from the Config dataclasses:
+    an option of the training engine (warmup_ratio) appears in both with its help text."""
+    from lookahead_router.training.engine import TrainConfig
+    help_text = TrainConfig.__dataclass_fields__["warmup_ratio"].metadata["help"]
+    listed = runner.invoke(app, ["routers", "--options", "mlc-mlm", "knn"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0, listed.output
+    assert "MLCEncoder" not in listed.output and "mlc-mlm (ClassifierConfig)" in listed.output
+    assert "warmup_ratio" in listed.output and " ".join(help_text.split()[:4]) in " ".join(listed.output.split())
+    assert "knn (KNNConfig)" in listed.output and " k " in listed.output
+    flags = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "--warmup-ratio" in flags.output and "--finetune" in flags.output and "--frozen" in flags.output
+    fails(runner.invoke(app, ["routers", "knnn"]), "knnn")

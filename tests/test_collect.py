@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from typer.testing import CliRunner
 
+from lookahead_router.catalogue import load_config
 from lookahead_router.cli.main import app
 from lookahead_router.collection.build import build_dataset
 from lookahead_router.collection.generate import generate
@@ -27,7 +28,6 @@ from lookahead_router.collection.score import score_collection
 from lookahead_router.collection.store import JsonlStore, errors_file, responses_file, scores_file
 from lookahead_router.collection.tasks import Score, Scorer, TaskFileError, read_tasks
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.serving.config import load_config
 from lookahead_router.serving.fake_upstream import BackgroundServer
 
 

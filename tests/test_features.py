@@ -63,21 +63,15 @@ def test_a_digest_ending_in_a_nul_byte_is_found_in_the_cache(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("layer", [None, 1])
-def test_inference_only_keeps_nothing(tmp_path, monkeypatch, layer, torch_precision):
+def test_without_keeping_the_cache_nothing_is_kept(tmp_path, monkeypatch, layer, torch_precision):
     """`lookahead serve` embeds every new prompt: nothing may pile up in memory or on disk. The
     served features agree with the cached ones at fp16 storage's tolerance, in either precision."""
-    from lookahead_router.routers import features
     monkeypatch.setenv("LOOKAHEAD_CACHE", str(tmp_path))
     cached = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, layer=layer)
     expected = cached(["a served prompt", "another"])
-    monkeypatch.setattr(features, "_INFERENCE_ONLY", False)
-    features.inference_only()
-    try:
-        fresh = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, layer=layer)
-        fresh._backbone = cached.backbone
-        got = fresh(["a served prompt", "another", "a new one"])
-    finally:
-        features.inference_only(False)
+    fresh = FeatureExtractor("tiny-bert", "encoder", max_length=16, progress=False, layer=layer, keep_cache=False)
+    fresh._backbone = cached.backbone
+    got = fresh(["a served prompt", "another", "a new one"])
     assert not fresh._memory
     assert len(list(tmp_path.rglob("*.npz"))) == 1  # only the cached extractor's shard
     for e, g in zip(expected, got):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from lookahead_router.cli.main import app
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.evaluation.report import Report
-from lookahead_router.routers.base import make_router
+from lookahead_router.routers.registry import make_router
 from lookahead_router.serving.fake_upstream import free_port, stop, wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import pytest
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import average_mu_n, metric_utility, source_weights
-from lookahead_router.routers.base import Router, RouterError, make_router
+from lookahead_router.routers.base import Router, RouterError
+from lookahead_router.routers.registry import make_router
 
 CANDS = ["A", "B", "C"]
 FAST = dict(backbone="tiny-bert", max_length=32, progress=False)

@@ -13,21 +13,14 @@ import pytest
 import torch
 
 from lookahead_router.routers import features, onnx_encoder
-from lookahead_router.routers.base import RouterError, make_router
+from lookahead_router.routers.base import RouterError
+from lookahead_router.routers.registry import make_router
 from lookahead_router.routers.features import FeatureExtractor, shared_extractor
 from test_precision import assert_agree
 from test_training import topic_dataset
 
 TEXTS = ["solve the equation 3 x + 1 = 7", "write a python function that sorts a list of numbers", "hi",
          "a somewhat longer prompt, so that the batch is padded to its length and the others are not"]
-
-
-@pytest.fixture
-def engine_reset(monkeypatch):
-    """``use_engine`` and ``inference_only`` are process-wide: restored whatever the test does."""
-    monkeypatch.setattr(features, "_ENGINE", "torch")
-    monkeypatch.setattr(features, "_INFERENCE_ONLY", False)
-    return features.use_engine
 
 
 def extract(spec, kind, engine, layer=None, precision=None):
@@ -89,7 +82,7 @@ def test_export_is_cached_on_disk_and_reused(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["knn", "lookahead-mlm"])
-def test_a_router_scored_through_onnx_ranks_like_torch(name, engine_reset, monkeypatch):
+def test_a_router_scored_through_onnx_ranks_like_torch(name, monkeypatch):
     """A router fitted on the torch engine in fp32, scored by ONNX Runtime (fp32): the same
     arithmetic, so the same choices and scores to float32 rounding (int8: close)."""
     monkeypatch.setenv("LOOKAHEAD_PRECISION", "fp32")
@@ -99,23 +92,21 @@ def test_a_router_scored_through_onnx_ranks_like_torch(name, engine_reset, monke
     router = make_router(name, **options).fit(topic_dataset())
     reference = router.score(TEXTS)
     for engine in ("onnx", "onnx-int8"):
-        engine_reset(engine)
-        got = router.score(TEXTS)
+        got = router.use(engine).score(TEXTS)
         np.testing.assert_array_equal(got.argmax(1), reference.argmax(1))
         np.testing.assert_allclose(got, reference, atol=1e-4 if engine == "onnx" else 2e-2)
 
 
-def test_use_engine_gives_one_shared_extractor_per_engine(engine_reset):
+def test_one_shared_extractor_per_engine():
     torch_one = shared_extractor("tiny-bert", "encoder", 32)
-    engine_reset("onnx")
-    onnx_one = shared_extractor("tiny-bert", "encoder", 32)
+    onnx_one = shared_extractor("tiny-bert", "encoder", 32, engine="onnx")
     assert torch_one.engine == "torch" and onnx_one.engine == "onnx" and onnx_one is not torch_one
     assert onnx_one.cache_dir != torch_one.cache_dir              # close features, not equal ones
     assert shared_extractor("tiny-bert", "encoder", 32, engine="torch") is torch_one
     onnx_one.prepare()
     assert onnx_one._onnx is not None and onnx_one._backbone is None   # no torch weights kept
     with pytest.raises(RouterError, match="unknown feature engine 'tensorrt'"):
-        engine_reset("tensorrt")
+        shared_extractor("tiny-bert", "encoder", 32, engine="tensorrt")
 
 
 def test_a_backbone_that_cannot_be_exported_is_named(tmp_path):
@@ -141,11 +132,11 @@ def test_auto_is_onnx_where_torch_would_compute_fp32_and_the_backbone_exports(tm
     assert FeatureExtractor(str(folder), "encoder", engine="auto", cache=False).engine == "torch"
 
 
-def test_serve_takes_the_engine_from_the_config_and_the_command_line(tmp_path, engine_reset):
+def test_serve_takes_the_engine_from_the_config_and_the_command_line(tmp_path):
     from typer.testing import CliRunner
 
     from lookahead_router.cli.main import app
-    from lookahead_router.serving.config import ConfigError, load_config
+    from lookahead_router.catalogue import ConfigError, load_config
     path = tmp_path / "models.yaml"
     path.write_text(json.dumps({"engine": "onnx-int8", "models": {"m": {"base_url": "http://localhost:1/v1"}}}))
     assert load_config(path).engine == "onnx-int8"
@@ -161,7 +152,7 @@ def test_serve_takes_the_engine_from_the_config_and_the_command_line(tmp_path, e
     assert result.exit_code == 2 and "unknown feature engine 'tensorrt'" in result.output
 
 
-def test_serve_exports_at_start_up_before_listening(tmp_path, monkeypatch, engine_reset):
+def test_serve_exports_at_start_up_before_listening(tmp_path, monkeypatch):
     """`lookahead serve --engine onnx`: the graph is exported (or read) during start-up, and the
     router's extractor runs on ONNX Runtime by the time the server would listen."""
     import uvicorn
@@ -180,7 +171,7 @@ def test_serve_exports_at_start_up_before_listening(tmp_path, monkeypatch, engin
                                       "--engine", "onnx"])
     assert result.exit_code == 0, result.output
     assert listened == [True] and "tiny-bert on onnx in fp32" in result.output
-    assert shared_extractor("tiny-bert", "encoder", 40, engine="onnx")._onnx is not None
+    assert shared_extractor("tiny-bert", "encoder", 40, engine="onnx", keep_cache=False)._onnx is not None
 
 
 def test_a_backbone_loaded_from_gguf_exports(tmp_path, monkeypatch):
@@ -200,8 +191,7 @@ def test_a_backbone_loaded_from_gguf_exports(tmp_path, monkeypatch):
     assert_agree(got, extract("tiny-llama", "causal", "torch", precision="fp32"), "fp32")
 
 
-def test_serve_names_its_encoder_and_warns_when_it_computes_otherwise_than_trained(tmp_path, monkeypatch,
-                                                                                    engine_reset):
+def test_serve_names_its_encoder_and_warns_when_it_computes_otherwise_than_trained(tmp_path, monkeypatch):
     """A router records the precision its features were computed in (router.json, trained_with);
     a server that computes them otherwise says so, and how to route as trained."""
     import uvicorn

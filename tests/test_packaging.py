@@ -23,9 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lookahead_router"
 # The subpackages whose third-party imports may come from an extra instead of the core.
 SUBPACKAGE_EXTRAS = {"serving": "serve", "collection": "collect"}
-# Modules of those subpackages that core commands load (`route`, `calibrate`, `analyze cost`
-# read models.yaml and prompts in the OpenAI format): the core must cover their imports.
-CORE_SERVING = {"lookahead_router.serving.batch", "lookahead_router.serving.config"}
 # Modules outside those subpackages that only an extra's command runs: the ONNX engines, which
 # `lookahead serve` picks (`--engine onnx|onnx-int8`, or auto's choice); the torch engine is the
 # default everywhere else. Their module-level imports are still checked against the core.
@@ -151,13 +148,13 @@ def test_every_third_party_import_is_declared():
 
 
 def test_core_modules_load_no_extra():
-    """Following module-level imports from every module outside serving/ and collection/ (and the
-    serving modules core commands use), no module of an extra is loaded: with the core install
-    alone, `import lookahead_router` and the import, eval, train, benchmark, analyze and route
-    commands load. (An extra's module imported inside a function, such as onnxruntime for
-    `--engine onnx`, is reported by the command in one line: test_missing_extra_*.)"""
+    """Following module-level imports from every module outside serving/ and collection/, no
+    module of an extra is loaded: with the core install alone, `import lookahead_router` and the
+    import, eval, train, benchmark, analyze and route commands load. (An extra's module imported
+    inside a function, such as onnxruntime for `--engine onnx`, is reported by the command in one
+    line: test_missing_extra_*.)"""
     modules = set(_imports())
-    roots = {m for m in modules if m.split(".")[1:2] not in (["serving"], ["collection"])} | CORE_SERVING
+    roots = {m for m in modules if m.split(".")[1:2] not in (["serving"], ["collection"])}
     core = _declared("core")
     seen: set[str] = set()
     stack = sorted(roots)
@@ -181,6 +178,18 @@ def test_core_modules_load_no_extra():
                 problems.append(f"{module} (loaded from {via[module]}) imports {top!r} when loaded, "
                                 "but the core dependencies do not install it")
     assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_only_the_serve_command_imports_the_proxy():
+    """Outside serving/, only `lookahead serve`'s and `lookahead log`'s command module imports it,
+    even inside a function: collection, evaluation and `lookahead route` read the models catalogue
+    (catalogue.py), prompts (prompts.py) and offline answers (offline_answers.py) from neutral
+    modules, so they run without the proxy's dependencies."""
+    allowed = {"lookahead_router.cli.serve"}
+    problems = sorted({f"{module} imports {name}" for module, rows in _imports().items()
+                       if module.split(".")[1:2] != ["serving"] and module not in allowed
+                       for name, _ in rows if name.startswith("lookahead_router.serving")})
+    assert not problems, "\n".join(problems)
 
 
 def test_extras_map_names_the_extras_that_install_each_module():

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lookahead_router.routers.base import make_router
+from lookahead_router.routers.registry import make_router
 from lookahead_router.serving.fake_upstream import free_port, stop, wait_until_serving
 from postgres_server import query
 from test_training import topic_dataset
@@ -164,7 +164,7 @@ def test_the_deploy_folder_is_consistent():
     from typer.testing import CliRunner
 
     from lookahead_router.cli.main import app
-    from lookahead_router.serving.config import load_config
+    from lookahead_router.catalogue import load_config
     root = Path(__file__).parent.parent / "deploy"
     compose = yaml.safe_load((root / "compose.yaml").read_text())
     config = load_config(root / "models.yaml")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -12,12 +13,12 @@ import numpy as np
 import openai
 import pytest
 
+from lookahead_router.catalogue import ConfigError, ServeConfig, load_config
 from lookahead_router.routers.base import Router
 from lookahead_router.serving.app import create_app
-from lookahead_router.serving.config import ConfigError, ServeConfig, load_config
 from lookahead_router.serving.fake_upstream import BackgroundServer, create_fake_upstream
-from lookahead_router.serving.request_log import export_prompts, prompt_hash
 from lookahead_router.serving.fallback import CircuitBreaker
+from lookahead_router.serving.request_log import export_prompts, prompt_hash
 
 CANDS = ["A", "B", "C"]
 MATH = "solve the equation 3x + 1 = 7"
@@ -221,18 +222,97 @@ def test_unknown_paths_and_methods_answer_json(upstream):
         assert httpx.get(f"{proxy.url}/v1/chat/completions").status_code == 405
 
 
-def test_concurrency_limit_answers_429(upstream):
+@contextlib.contextmanager
+def only_slot_taken(upstream):
+    """A proxy with one slot, held by a request to a candidate that hangs (1 s timeout)."""
     cfg = config(upstream, {"A": "hang-slot"}, concurrency=1, queue_timeout_s=0.05, max_attempts=1)
     with BackgroundServer(create_app(KeywordRouter(), cfg)) as proxy:
         first = threading.Thread(target=lambda: httpx.post(
             f"{proxy.url}/v1/chat/completions", timeout=10,
             json={"model": "A", "messages": [{"role": "user", "content": "x"}]}))
         first.start()
-        time.sleep(0.3)  # the first request holds the only slot while A hangs (1 s timeout)
+        time.sleep(0.3)  # the first request holds the only slot while A hangs
+        yield proxy, first
+
+
+def test_concurrency_limit_answers_429(upstream):
+    with only_slot_taken(upstream) as (proxy, first):
         with pytest.raises(openai.RateLimitError):
             ask(client(proxy), MATH)
         first.join()
         assert ask(client(proxy), MATH, model="B").model == "B"  # the slot was released
+
+
+def test_route_endpoint_takes_a_slot_like_chat(upstream):
+    """/v1/route runs the router, so it waits for a slot as chat completions do: with none free it
+    gets the same 429 and error body, not a place in an unbounded line."""
+    with only_slot_taken(upstream) as (proxy, first):
+        refused = httpx.post(f"{proxy.url}/v1/route", json={"prompt": MATH})
+        assert refused.status_code == 429
+        assert refused.json()["error"]["type"] == "rate_limit_error"
+        assert refused.json()["error"]["code"] == "concurrency_limit"
+        first.join()
+        for _ in range(2):   # the first gave its slot back, or the second would be refused
+            assert httpx.post(f"{proxy.url}/v1/route", json={"prompt": MATH}).json()["model"] == "A"
+
+
+class BlockedRouter(KeywordRouter):
+    """Scores only once ``go`` is set: prompts pile up in the router's queue meanwhile."""
+
+    def __init__(self):
+        super().__init__()
+        self.go = threading.Event()
+
+    def _score(self, prompts):
+        self.go.wait(10)
+        return super()._score(prompts)
+
+
+def test_a_full_router_queue_refuses_with_503_not_500(upstream):
+    router = BlockedRouter()
+    with BackgroundServer(create_app(router, config(upstream, batch={"max_queue": 1}))) as proxy:
+        answers = {}
+
+        def route(name):
+            answers[name] = httpx.post(f"{proxy.url}/v1/route", json={"prompt": MATH}, timeout=20)
+        # The first prompt is being scored (blocked), the second waits in the queue: it is full.
+        waiting = [threading.Thread(target=route, args=(n,)) for n in ("scored", "queued")]
+        for thread in waiting:
+            thread.start()
+            time.sleep(0.3)
+        refused = httpx.post(f"{proxy.url}/v1/route", json={"prompt": MATH}, timeout=20)
+        chat = httpx.post(f"{proxy.url}/v1/chat/completions", timeout=20,
+                          json={"model": "lookahead", "messages": [{"role": "user", "content": MATH}]})
+        router.go.set()
+        for thread in waiting:
+            thread.join()
+    for answer in (refused, chat):   # refused at once, in OpenAI's error shape
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "router_queue_full"
+        assert "queue is full" in answer.json()["error"]["message"]
+    assert [answers[n].json()["model"] for n in ("scored", "queued")] == ["A", "A"]
+
+
+def test_route_batcher_queue_is_bounded():
+    import asyncio
+
+    from lookahead_router.serving.scoring import QueueFull, RouteBatcher
+    router = BlockedRouter()
+
+    async def main():
+        batcher = RouteBatcher(router, {}, max_queue=2)
+        first = asyncio.ensure_future(batcher.route(MATH, 0.0))
+        await asyncio.sleep(0.1)   # taken by the worker, which blocks in the router
+        queued = [asyncio.ensure_future(batcher.route(MATH, 0.0)) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(QueueFull, match="2 prompts waiting"):
+            await batcher.route(MATH, 0.0)
+        assert batcher._queue.qsize() == 2   # refused, not queued
+        router.go.set()
+        decisions = await asyncio.gather(first, *queued)
+        await batcher.close()
+        return decisions
+    assert [d.model for d in asyncio.run(main())] == ["A", "A", "A"]
 
 
 def test_no_request_is_lost_under_concurrency_with_fallbacks(upstream, tmp_path):
@@ -323,7 +403,7 @@ def test_a_saved_real_router_serves(upstream, tmp_path, name, options):
     from test_similarity_routers import CANDS as SIM_CANDS, CODE as CODE_PROMPTS, MATH as MATH_PROMPTS
     from test_similarity_routers import make_ds
     from lookahead_router.data.dataset import RoutingDataset
-    from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.registry import make_router
     assert SIM_CANDS == CANDS
     ds = RoutingDataset.concat([make_ds(MATH_PROMPTS, np.array([[1.0, 0.3, 0.0]] * len(MATH_PROMPTS)), source="math"),
                                 make_ds(CODE_PROMPTS, np.array([[0.0, 0.3, 1.0]] * len(CODE_PROMPTS)), source="code")])

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from lookahead_router.catalogue import CircuitBreakerConfig
 from lookahead_router.serving.app import create_app
-from lookahead_router.serving.config import CircuitBreakerConfig
 from lookahead_router.serving.fake_upstream import BackgroundServer, create_fake_upstream
 from lookahead_router.serving.fallback import FallbackChain
 from lookahead_router.serving.metrics import ProxyMetrics

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lookahead_router.catalogue import ConfigError, ServeConfig, UpstreamConfig, load_config
 from lookahead_router.serving import access_log
 from lookahead_router.serving.app import create_app
-from lookahead_router.serving.config import ConfigError, ServeConfig, UpstreamConfig, load_config
 from lookahead_router.serving.fake_upstream import BackgroundServer, create_fake_upstream
 from lookahead_router.serving.upstream import HTTPUpstream, UpstreamSession
 from test_serving import CANDS, CODE, MATH, KeywordRouter, ask, client, config, replay_setup
@@ -255,7 +255,7 @@ def test_serve_with_workers_prints_one_access_line_per_request(tmp_path):
     import sys
     from pathlib import Path
 
-    from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.registry import make_router
     from lookahead_router.serving.fake_upstream import free_port, stop, wait_until_serving
     from test_training import topic_dataset
     router = tmp_path / "router"
@@ -284,12 +284,9 @@ def test_serve_with_workers_prints_one_access_line_per_request(tmp_path):
 
 def test_no_access_log_overrides_the_config(tmp_path, monkeypatch):
     """What `lookahead serve --no-access-log` hands each process (``ServeSettings.access_log``)."""
-    from lookahead_router.routers import features
     from lookahead_router.routers.base import Router
     from lookahead_router.serving.launch import ServeSettings, load_serving
-    monkeypatch.setattr(features, "inference_only", lambda *a: None)  # (process-wide switches)
-    monkeypatch.setattr(features, "use_engine", lambda *a: None)
-    monkeypatch.setattr(Router, "load", staticmethod(lambda path: KeywordRouter()))
+    monkeypatch.setattr(Router, "load", staticmethod(lambda path, **runtime: KeywordRouter()))
     cfg = tmp_path / "echo.yaml"
     for in_file, flag, expected in ((True, None, True), (True, False, False), (False, None, False)):
         cfg.write_text(json.dumps({"router": "r", "access_log": in_file, "models": {c: {"echo": True} for c in CANDS}}))

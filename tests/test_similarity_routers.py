@@ -8,7 +8,8 @@ import pytest
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import normalised_scores
-from lookahead_router.routers.base import ROUTERS, Router, RouterError
+from lookahead_router.routers.base import Router, RouterError
+from lookahead_router.routers.registry import ROUTERS
 from lookahead_router.routers.similarity import (KMeansRouter, KNNRouter, SmoothieRouter,
                                                  smoothie_weights, triplet_weights)
 
@@ -62,7 +63,7 @@ def test_routes_by_topic_and_round_trips(make, topical, tmp_path):
     scores = router.score(held)
     assert scores.shape == (len(held), 3) and scores.min() >= 0 and scores.max() <= 1
     loaded = Router.load(router.save(tmp_path / router.name))
-    assert type(loaded) is type(router) and loaded.options == router.options
+    assert type(loaded) is type(router) and loaded.config == router.config
     assert loaded.candidates == CANDS
     np.testing.assert_array_equal(loaded.score(held), scores)
 
@@ -86,10 +87,10 @@ def test_kmeans_k_beyond_n_gives_each_prompt_its_own_cluster(topical):
 
 
 def test_registered_and_options_checked():
-    assert ROUTERS["knn"] is KNNRouter and ROUTERS["kmeans"] is KMeansRouter
-    assert ROUTERS["smoothie"] is SmoothieRouter
-    assert KNNRouter(k=7).options == {"backbone": "minilm", "max_length": 256, "batch_size": 32,
-                                      "progress": True, "k": 7}
+    assert ROUTERS["knn"].cls is KNNRouter and ROUTERS["kmeans"].cls is KMeansRouter
+    assert ROUTERS["smoothie"].cls is SmoothieRouter
+    assert KNNRouter(k=7).config.to_dict() == {"backbone": "minilm", "max_length": 256, "batch_size": 32,
+                                               "progress": True, "k": 7}
     with pytest.raises(RouterError):
         KNNRouter(k=0)
     with pytest.raises(RouterError, match=r"unknown option\(s\) \['n0'\]"):

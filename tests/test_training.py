@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from lookahead_router.data.dataset import RoutingDataset
-from lookahead_router.routers.base import Router, RouterError, make_router
+from lookahead_router.routers.base import Router, RouterError
+from lookahead_router.routers.registry import make_router
 from lookahead_router.routers.neural import RowDataset
 from lookahead_router.training.engine import TrainConfig, train, validate
 

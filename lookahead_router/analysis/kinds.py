@@ -58,7 +58,7 @@ def run_analysis(kind: str, bench: str | Path, data: str | Path, out: str | Path
         analysis = analyze_cases(run, out_dir, a, b, limit)
     else:
         from lookahead_router.analysis.cost import analyze_cost
-        from lookahead_router.serving.config import load_config
+        from lookahead_router.catalogue import load_config
         models = load_config(config).models
         analysis = analyze_cost(run, out_dir, {n: m.price for n, m in models.items()},
                                 {n: m.params_b for n, m in models.items()}, routers or None, curves,

@@ -25,7 +25,7 @@ from lookahead_router.analysis.run import Analysis, AnalysisError, BenchRun, Tab
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.evaluation.benchmark import run_benchmark
 from lookahead_router.precision import resolve_precision
-from lookahead_router.routers.base import make_router
+from lookahead_router.routers.registry import make_router
 
 SWEEP_DEFAULTS = {"rm_weight": (0.0, 0.1, 0.2, 0.5, 1.0), "m": (4, 8, 16), "alpha": (0.2, 0.4, 0.6)}
 
@@ -150,8 +150,8 @@ def efficiency_ratio(curve: Sequence[tuple[float, float]], target: float) -> dic
 
 # ---- sweep --------------------------------------------------------------------------------
 def analyze_sweep(rt: Retrainer, out_dir: Path, router: str, grid: dict[str, Sequence[float]]) -> Analysis:
-    own = make_router(router, **rt.options(router)).config
-    unknown = [p for p in grid if not hasattr(own, p)]
+    own = make_router(router, **rt.options(router)).config.flat()
+    unknown = [p for p in grid if p not in own]
     if unknown:
         raise AnalysisError(f"{router} has no option(s) {unknown}")
     curves, rows = {}, []
@@ -162,11 +162,11 @@ def analyze_sweep(rt: Retrainer, out_dir: Path, router: str, grid: dict[str, Seq
             if param == "rm_weight" and v == 0 and norm in rt.meta["router_options"]:
                 name, result = norm, rt.avg_mu_n(f"{param}-0", [norm], reuse=True)[norm]   # λ = 0 is the ablation row
             else:
-                same = v == getattr(own, param)
+                same = v == own[param]
                 name = router
                 result = rt.avg_mu_n(f"{param}-{v:g}", [router], None if same else {router: {param: v}}, reuse=same)[router]
             curves[param].append((v, *result))
-            rows.append([param, f"{v:g}" + (" (the run's)" if v == getattr(own, param) else ""), name, _pm(*result)])
+            rows.append([param, f"{v:g}" + (" (the run's)" if v == own[param] else ""), name, _pm(*result)])
     table = Table(f"Sensitivity of {router}", ["option", "value", "row", "avg μn"], rows)
     figures = []
     for param, pts in curves.items():

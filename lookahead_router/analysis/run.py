@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.errors import LookaheadError
 from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
 
 TASK_BEST, ORACLE = "task-best", "oracle"
 
 
-class AnalysisError(ValueError):
+class AnalysisError(LookaheadError):
     """A benchmark folder or an analysis request that cannot be used."""
 
 

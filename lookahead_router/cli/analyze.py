@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from lookahead_router.cli.common import _fail, _known_errors, _numbers, _split, app, out
+from lookahead_router.errors import LookaheadError
 
 
 @app.command("analyze")
@@ -46,7 +47,7 @@ def analyze_cmd(
         for item in _split_grid(grid):
             name, sep, values = item.partition("=")
             if not sep or not values:
-                raise ValueError(f"--grid expects OPTION=V1,V2,..., got {item!r}")
+                raise LookaheadError(f"--grid expects OPTION=V1,V2,..., got {item!r}")
             parsed_grid[name] = _numbers([values], f"--grid {name}", float)
         analysis, md = run_analysis(
             kind, bench, data, out_dir, routers=_split(routers), a=a, b=b, config=config, curves=_split(curves),

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from lookahead_router import config as paths
 from lookahead_router.cli.common import _fail, _known_errors, _split, app, out
+from lookahead_router.errors import LookaheadError
 
 collect_app = typer.Typer(help="Routing data of your own: generate, score, build; verify the "
                           "scorers against the paper's release.", no_args_is_help=True)
@@ -66,9 +67,9 @@ def generate_cmd(
                                        "YAML's generation seed, else none)."),
 ) -> None:
     """Every candidate's response to every prompt; re-running skips finished pairs."""
+    from lookahead_router.catalogue import load_config
     from lookahead_router.collection.generate import generate
     from lookahead_router.collection.tasks import read_tasks
-    from lookahead_router.serving.config import load_config
     try:
         tasks = read_tasks(prompts)
         config = load_config(models_file)
@@ -121,14 +122,14 @@ def score_cmd(
             options = dict(workers=workers)
         elif scorer_name == "reward":
             if not reward_model:
-                raise ValueError("--scorer reward needs --reward-model (a hub id or a folder)")
+                raise LookaheadError("--scorer reward needs --reward-model (a hub id or a folder)")
             options = dict(model=reward_model, batch_size=batch_size)
         elif scorer_name == "judge":
             if not (judge_url and judge_model):
-                raise ValueError("--scorer judge needs --judge-url and --judge-model")
+                raise LookaheadError("--scorer judge needs --judge-url and --judge-model")
             key = os.environ.get(judge_key_env) if judge_key_env else None
             if judge_key_env and key is None:
-                raise ValueError(f"--judge-key-env: environment variable {judge_key_env} is not set")
+                raise LookaheadError(f"--judge-key-env: environment variable {judge_key_env} is not set")
             options = dict(base_url=judge_url, model=judge_model, api_key=key, concurrency=concurrency)
         scorer = make_scorer(scorer_name, **options)
         summary = score_collection(read_tasks(prompts), collection, scorer, _split(only) or None)

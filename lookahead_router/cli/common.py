@@ -9,6 +9,8 @@ from typing import List, Optional
 import typer
 from rich.console import Console, ConsoleDimensions
 
+from lookahead_router.errors import LookaheadError
+
 app = typer.Typer(help="Lookahead Router: import routing data, train and evaluate routers.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Routing datasets: import, download, inspect, split.", no_args_is_help=True)
@@ -93,7 +95,7 @@ def _numbers(values: Optional[List[str]], option: str, kind: type = int) -> list
             numbers.append(kind(value))
         except ValueError:
             expected = "a whole number" if kind is int else "a number"
-            raise ValueError(f"{option}: {value!r} is not {expected}") from None
+            raise LookaheadError(f"{option}: {value!r} is not {expected}") from None
     return numbers
 
 
@@ -105,9 +107,9 @@ def _fail(exc: Exception) -> None:
 
 def _known_errors() -> tuple[type[Exception], ...]:
     """Errors caused by the user's input or the network: reported in one line, exit status 2.
-    (Every error class of the package derives from ValueError, except DownloadError.)"""
-    from lookahead_router.data.download import DownloadError
-    return (ValueError, DownloadError)
+    Only the package's own errors: any other exception, a plain ValueError included, is a bug and
+    keeps its traceback."""
+    return (LookaheadError,)
 
 
 def parse_value(text: str):

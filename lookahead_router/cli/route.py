@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from lookahead_router.cli.common import _fail, _known_errors, _split, app, err, out
+from lookahead_router.errors import LookaheadError
 
 
 @app.command("route")
@@ -29,19 +30,19 @@ def route_cmd(
 ) -> None:
     """Route every prompt of a file with a trained router; write decisions `lookahead eval
     --decisions` reads. Interrupted runs resume where they stopped."""
+    from lookahead_router.catalogue import load_config
+    from lookahead_router.evaluation.offline_route import read_prompts, route_file
     from lookahead_router.routers.base import Router
-    from lookahead_router.serving.batch import read_prompts, route_file
-    from lookahead_router.serving.config import load_config
     try:
         # Everything is checked before the output is touched: input, config, router.
         records = read_prompts(input_file)
         config = load_config(config_file) if config_file else None
         weight = cost_weight if cost_weight is not None else (config.cost_weight if config else 0.0)
         if weight > 0 and config is None:
-            raise ValueError("--cost-weight > 0 needs --config models.yaml (the candidates' prices)")
+            raise LookaheadError("--cost-weight > 0 needs --config models.yaml (the candidates' prices)")
         router_dir = router or (config.router if config else None)
         if router_dir is None:
-            raise ValueError("no router: pass --router DIR (or set 'router' in the --config file)")
+            raise LookaheadError("no router: pass --router DIR (or set 'router' in the --config file)")
         model = Router.load(router_dir)
         summary = route_file(model, records, output, batch_size, weight,
                              config.prices() if config else None, progress=progress)
@@ -78,14 +79,14 @@ def calibrate_cmd(
     from rich.table import Table
 
     from lookahead_router import config as paths
+    from lookahead_router.catalogue import load_config
     from lookahead_router.evaluation.calibration import calibrate, format_weight, parse_share
-    from lookahead_router.serving.config import load_config
     try:
         if (target_cost is None) == (target_share is None):
-            raise ValueError("give exactly one of --target-cost or --target-share")
+            raise LookaheadError("give exactly one of --target-cost or --target-share")
         score_files = _expand(_split(scores))
         if bool(score_files) == (router is not None):
-            raise ValueError("give exactly one of --decisions FILE... or --router DIR")
+            raise LookaheadError("give exactly one of --decisions FILE... or --router DIR")
         share = parse_share(target_share) if target_share is not None else None
         prices = load_config(config_file).prices()
         result = calibrate(data, prices, score_files=score_files or None, router_dir=router,
@@ -133,7 +134,7 @@ def _expand(values: list[str]) -> list[Path]:
         if glob.has_magic(value):
             matches = sorted(glob.glob(value))
             if not matches:
-                raise ValueError(f"--decisions {value}: no file matches")
+                raise LookaheadError(f"--decisions {value}: no file matches")
             files += map(Path, matches)
         else:
             files.append(Path(value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -11,6 +12,7 @@ import typer
 from lookahead_router.cli.common import (_fail, _known_errors, _numbers, _split, app, out, parse_value,
                                          print_report)
 from lookahead_router.data.splits import PROTOCOL_HELP, parse_protocol
+from lookahead_router.errors import LookaheadError
 
 
 def _options(pairs: list[str]) -> dict:
@@ -19,7 +21,7 @@ def _options(pairs: list[str]) -> dict:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise LookaheadError(f"--set expects KEY=VALUE, got {pair!r}")
         opts[key.strip()] = parse_value(value.strip())
     return opts
 
@@ -29,10 +31,41 @@ def _blame_set(exc: Exception, given: dict[str, str]) -> Exception:
     (``given``: option -> "KEY=VALUE"), so the message names the flag to fix."""
     from lookahead_router.routers.config import option_of
     key = option_of(exc)
-    return ValueError(f"--set {given[key]}: {exc}") if key in given else exc
+    return LookaheadError(f"--set {given[key]}: {exc}") if key in given else exc
 
 
-@app.command("train")
+# ---- `lookahead train`'s router flags, generated from the routers' configs ------------------------
+# Every option of the two base configs (what the embedding routers and the neural routers share,
+# training engine included) is a flag; a router's own options go through --set. The command's
+# --resume and --checkpoints stand for the engine's resume and output_dir.
+NOT_FLAGS = {"progress", "resume", "output_dir"}
+FLAG_NAMES = {"finetune": "--finetune/--frozen"}
+
+
+def router_flags() -> dict:
+    from lookahead_router.routers.config import EmbeddingConfig, NeuralConfig
+    flags: dict = {}
+    for config in (NeuralConfig, EmbeddingConfig):
+        for info in config.options():
+            if info.name not in NOT_FLAGS:
+                flags.setdefault(info.name, info)
+    return flags
+
+
+def _flag_parameters() -> list[inspect.Parameter]:
+    params = []
+    for name, info in router_flags().items():
+        flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-") + ("/--no-" + name.replace("_", "-")
+                                                                    if info.kind is bool else ""))
+        usual = "" if info.default is None or info.kind is bool else f" (usual default: {info.default})"
+        help_text = info.help + usual
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[info.kind],
+                                        default=typer.Option(None, flag, help=help_text,
+                                                             rich_help_panel="Router options (each router's "
+                                                             "defaults: lookahead routers --options NAME)")))
+    return params
+
+
 def train_cmd(
     router: str = typer.Option(..., help="Router name (see `lookahead routers`)."),
     data: Path = typer.Option(..., help="Routing dataset (Parquet) to train on."),
@@ -48,59 +81,31 @@ def train_cmd(
     holdout: Optional[float] = typer.Option(None, help="Keep this share of every source's rows out of "
                                             "training, then report the router's quality on them beside the "
                                             "candidates, task-best, random and oracle (saved in OUT/holdout/)."),
-    backbone: Optional[str] = typer.Option(None, help="Hub id, local path, or minilm / smollm2 / "
-                                           "tiny-bert / tiny-llama (default: the router's, shown by "
-                                           "`lookahead routers`)."),
-    max_length: Optional[int] = typer.Option(None, help="Tokens per prompt (longer prompts are "
-                                             "truncated, keeping the start; default: the router's, 128 "
-                                             "or 256)."),
-    epochs: Optional[float] = typer.Option(None, help="Epochs at most (with --patience, training may "
-                                          "stop earlier; default: the router's, 2, or 4 for lookahead-mlm*)."),
-    patience: Optional[int] = typer.Option(None, help="Stop after this many validations without a better "
-                                           "average μn (default 0: never stop early)."),
-    balance: Optional[str] = typer.Option(None, help="none | sources: weigh each source in the loss as "
-                                          "average μn weighs it (default none; linear, domain: also auto, chosen on validation, "
-                                          "their default)."),
-    batch_size: Optional[int] = typer.Option(None, help="Prompts per step and process (default: the "
-                                             "router's, 64 for the neural routers)."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (default: the router's, 5e-5 for "
-                                       "the neural routers)."),
-    grad_accum: Optional[int] = typer.Option(None, help="Gradient accumulation steps (default 1)."),
-    eval_every: Optional[int] = typer.Option(None, help="Validate and checkpoint every N steps "
-                                            "(default 100)."),
-    finetune: Optional[bool] = typer.Option(None, "--finetune/--frozen", help="Train the whole backbone, or "
-                                            "only its top --layers over cached states of the layers below."),
-    layers: Optional[int] = typer.Option(None, help="Top layers trained when --frozen (default 1)."),
     preset: Optional[str] = typer.Option(None, help="Start from a benchmark preset's options for this "
-                                         "router (smoke, cpu, gpu); the flags above override them."),
-    seed: Optional[int] = typer.Option(None, help="Seed for initialisation, shuffling and the validation "
-                                       "carve-out (default 0)."),
+                                         "router (smoke, cpu, gpu); the router options override them."),
     resume: bool = typer.Option(False, help="Continue from the last checkpoint in --checkpoints."),
     checkpoints: Optional[Path] = typer.Option(None, help="Checkpoint folder (default: temporary)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Any other router option, KEY=VALUE "
                                              "(repeatable; values parsed as JSON, e.g. k=50, finetune=true)."),
+    **flags,
 ) -> None:
     """Train one router and save it (router.json + state.safetensors). Runs unchanged under
     `accelerate launch [--multi_gpu --num_processes N] -m lookahead_router.cli.main train ...`
     (N processes, GPUs or CPUs; the main process saves)."""
     from lookahead_router.data.dataset import RoutingDataset
     from lookahead_router.precision import resolve_precision
-    from lookahead_router.routers.base import make_router
-    from lookahead_router.routers.neural import NeuralRouter
+    from lookahead_router.routers.registry import make_router
     from lookahead_router.training.engine import distributed_state
     state = distributed_state()
-    given = dict(backbone=backbone, max_length=max_length, epochs=epochs, patience=patience, balance=balance,
-                 batch_size=batch_size, lr=lr,
-                 grad_accum=grad_accum, eval_every=eval_every, finetune=finetune, layers=layers, seed=seed,
-                 resume=resume or None, output_dir=str(checkpoints) if checkpoints else None)
+    given = {**flags, "resume": resume or None, "output_dir": str(checkpoints) if checkpoints else None}
     try:
         from lookahead_router.evaluation.presets import load_preset
         base = load_preset(preset).options(router) if preset else {}
         set_pairs = {pair.partition("=")[0].strip(): pair.strip() for pair in _split(set_)}
         options = base | {k: v for k, v in given.items() if v is not None} | _options(_split(set_))
         try:   # a bad option fails here, before the dataset is read
-            make_router(router, **options)
-        except ValueError as exc:
+            model = make_router(router, **options)
+        except LookaheadError as exc:
             raise _blame_set(exc, set_pairs) from None
         ds = RoutingDataset.load(data)
         if candidates:
@@ -115,10 +120,9 @@ def train_cmd(
         if holdout:
             from lookahead_router.evaluation.holdout import split_holdout
             ds, held_out = split_holdout(ds, holdout, int(options.get("seed") or 0))
-        model = make_router(router, **options)
         # `lookahead collect build --threshold` records the label threshold in the dataset: it
         # becomes one of the router's options, so router.json keeps it
-        if isinstance(model, NeuralRouter) and "threshold" not in options and "label_threshold" in ds.metadata:
+        if model.neural and "threshold" not in options and "label_threshold" in ds.metadata:
             options["threshold"] = float(ds.metadata["label_threshold"])
             model = make_router(router, **options)
         out.print(f"training {model!r} on {len(ds)} rows x {len(ds.candidates)} candidates "
@@ -153,37 +157,58 @@ def train_cmd(
         out.print(f"held-out decisions and report: {out_dir}/holdout/")
 
 
+# Typer reads a command's options from its signature: the router flags join the written ones.
+_written = [p for p in inspect.signature(train_cmd).parameters.values() if p.kind is not p.VAR_KEYWORD]
+train_cmd.__signature__ = inspect.Signature(_written + _flag_parameters())
+app.command("train")(train_cmd)
+
+
 @app.command("routers")
-def routers_cmd() -> None:
-    """List the routers `train` and `benchmark` know, by kind, each with its whole description."""
+def routers_cmd(
+    options: bool = typer.Option(False, "--options", help="Also list each router's options: type, default "
+                                 "and meaning (what --set and the router flags of `train` take)."),
+    names: Optional[List[str]] = typer.Argument(None, help="Only these routers (default: all)."),
+) -> None:
+    """List the routers `train` and `benchmark` know, by group, each with its whole description;
+    with --options, every option of each."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    from lookahead_router.evaluation.benchmark import BASELINES, CEILINGS, DEPLOYABLE, LOOKAHEAD, MLM_ABLATIONS
-    from lookahead_router.routers.base import ROUTERS, make_router
-    # the kinds `lookahead benchmark` reports them as (evaluation/benchmark.py)
-    kinds = {"reference": (DEPLOYABLE, "deployable without training a network; every router is judged "
-                                       "against both"),
-             "baseline": (BASELINES, "the paper's baselines"),
-             "lookahead": (LOOKAHEAD + MLM_ABLATIONS, "Lookahead (-norm: without the response "
-                                                       "reconstruction loss) and its ablations"),
-             "ceiling": (CEILINGS, "reads the candidates' real responses: an upper reference, not deployable")}
-    listed = {name for names, _ in kinds.values() for name in names}
-    kinds["other"] = (tuple(sorted(set(ROUTERS) - listed)), "")
+    from lookahead_router.choices import check_choices
+    from lookahead_router.routers.registry import GROUPS, ROUTERS, make_router
+    from lookahead_router.routers.base import RouterError
+    try:
+        chosen = _split(names) or list(ROUTERS)
+        check_choices("router", chosen, sorted(ROUTERS), RouterError)
+    except _known_errors() as exc:
+        _fail(exc)
     # Descriptions fold at the terminal's width instead of being cut; Text() keeps rich from
     # reading "[...]" in them as markup.
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("router", no_wrap=True)
     table.add_column("description", overflow="fold")
-    for kind, (names, what) in kinds.items():
-        names = [n for n in names if n in ROUTERS]
-        if names:
-            table.add_row(Text(kind, style="bold"), Text(what, style="italic"))
-            for name in names:
+    for group, what in GROUPS.items():
+        members = [n for n in chosen if ROUTERS[n].group == group]
+        if members:
+            table.add_row(Text(group, style="bold"), Text(what, style="italic"))
+            for name in members:
                 table.add_row(Text("  " + name), Text(make_router(name).summary()))
             table.add_section()
     out.print(table, highlight=False)
+    if options:
+        for name in chosen:
+            router = make_router(name)
+            detail = Table(title=f"{name} ({type(router.config).__name__})", box=box.SIMPLE_HEAD, pad_edge=False,
+                           title_justify="left")
+            for column in ("option", "type", "default", "meaning"):
+                detail.add_column(column, overflow="fold", no_wrap=column == "option")
+            values = router.config.flat()
+            for info in router.config.options():
+                value = values[info.name]
+                detail.add_row(info.name, info.kind.__name__ + (" | null" if info.optional else ""),
+                               Text(repr(value)), Text(info.help))
+            out.print(detail, highlight=False)
 
 
 @app.command("benchmark")
@@ -233,16 +258,16 @@ def _overrides(pairs: list[str], names: list[str], preset) -> dict[str, dict]:
     not after hours of training the routers before it. A ROUTER that is neither a router of the
     run nor a preset group of one is an error (it would otherwise change nothing)."""
     from lookahead_router.choices import unknown_message
-    from lookahead_router.routers.base import make_router
+    from lookahead_router.routers.registry import make_router
     overrides: dict[str, dict] = {}
     typed: dict[str, dict[str, str]] = {}   # router -> option -> the pair as typed
     targets = list(dict.fromkeys([*names, *filter(None, map(preset.group, names))]))
     for pair in pairs:
         target, dot, rest = pair.partition(".")
         if not dot:
-            raise ValueError(f"--set expects ROUTER.KEY=VALUE, got {pair!r}")
+            raise LookaheadError(f"--set expects ROUTER.KEY=VALUE, got {pair!r}")
         if target not in targets:
-            raise ValueError(f"--set {pair}: " + unknown_message(
+            raise LookaheadError(f"--set {pair}: " + unknown_message(
                 "router or preset group in this run", [target], targets, "routers and groups"))
         for name in names:
             if target in (name, preset.group(name)):
@@ -251,6 +276,6 @@ def _overrides(pairs: list[str], names: list[str], preset) -> dict[str, dict]:
     for name, opts in overrides.items():
         try:
             make_router(name, **{**preset.options(name), **opts})
-        except ValueError as exc:
+        except LookaheadError as exc:
             raise _blame_set(exc, typed[name]) from None
     return overrides

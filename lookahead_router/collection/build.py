@@ -27,11 +27,12 @@ from lookahead_router.collection.store import JsonlStore, responses_file, scores
 from lookahead_router.collection.tasks import Task
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import DEFAULT_THRESHOLD, binary_labels
+from lookahead_router.errors import LookaheadError
 
 SCORER_PRIORITY = ("code", "math", "judge", "reward")  # verifiable outcomes before model opinions
 
 
-class BuildError(ValueError):
+class BuildError(LookaheadError):
     """The collection folder cannot make a dataset; the message says what is missing."""
 
 

@@ -1,6 +1,6 @@
 """`lookahead collect generate`: every candidate's response to every prompt.
 
-Candidates come from the same ``models.yaml`` the proxy reads (``serving/config.py``):
+Candidates come from the same ``models.yaml`` the proxy reads (``catalogue.py``):
 
 - ``base_url``: an OpenAI-compatible server (vLLM, TGI, a hosted API), called asynchronously with
   at most ``generation.concurrency`` requests in flight per server; 429, 5xx, connection errors and
@@ -24,9 +24,11 @@ from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from lookahead_router.catalogue import GenerationConfig, ServeConfig, UpstreamConfig
 from lookahead_router.collection.store import JsonlStore, errors_file, responses_file
 from lookahead_router.collection.tasks import Task
-from lookahead_router.serving.config import GenerationConfig, ServeConfig, UpstreamConfig
+from lookahead_router.errors import LookaheadError
+from lookahead_router.offline_answers import offline_answers
 
 
 @dataclass
@@ -71,15 +73,16 @@ class _OpenAIBackend:
 
 
 class _ReplayBackend:
+    """A replay or echo candidate (``offline_answers.py``): no network call."""
+
     def __init__(self, name: str, up: UpstreamConfig, gen: GenerationConfig):
-        from lookahead_router.serving.offline_backends import offline_upstream
-        self.name, self.gen, self.upstream = name, gen, offline_upstream(name, up)
+        self.name, self.gen, self.answers = name, gen, offline_answers(name, up)
 
     async def generate(self, task: Task) -> dict:
         started = time.perf_counter()
-        out = await self.upstream.complete({"messages": task.messages})
-        return _record(task, self.name, out["choices"][0]["message"]["content"], "stop",
-                       out["usage"], started, self.gen)
+        answer = self.answers.answer(task.messages)
+        return _record(task, self.name, answer, "stop", self.answers.usage(task.messages, answer),
+                       started, self.gen)
 
     async def close(self) -> None:
         pass
@@ -233,7 +236,7 @@ def generate(tasks: Sequence[Task], config: ServeConfig, out_dir: str | Path,
     names = list(models) if models else list(config.models)
     unknown = [m for m in names if m not in config.models]
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; the config has {list(config.models)}")
+        raise LookaheadError(f"unknown model(s) {unknown}; the config has {list(config.models)}")
     summary = GenerateSummary()
     todo: dict[str, list[Task]] = {}
     for name in names:

@@ -14,10 +14,12 @@ from typing import Optional, Sequence
 from tqdm import tqdm
 
 from lookahead_router.collection.tasks import Score, Scorer, Task
+from lookahead_router.errors import LookaheadError
 
 
-class RewardModelError(RuntimeError):
-    """The reward model cannot be loaded or used; the message names it."""
+class RewardModelError(LookaheadError, RuntimeError):
+    """The reward model cannot be loaded or used; the message names it. (Still a RuntimeError, as
+    it was before LookaheadError, for callers that catch that.)"""
 
 
 class RewardModelScorer(Scorer):

@@ -18,6 +18,7 @@ from typing import Sequence
 from lookahead_router.collection.build import discover_models
 from lookahead_router.collection.store import JsonlStore, responses_file, scores_file
 from lookahead_router.collection.tasks import Scorer, Task
+from lookahead_router.errors import LookaheadError
 
 SCORERS = ("math", "code", "reward", "judge")
 
@@ -47,7 +48,7 @@ def make_scorer(name: str, **options) -> Scorer:
     if name == "judge":
         from lookahead_router.collection.judge import JudgeScorer
         return JudgeScorer(**options)
-    raise ValueError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
+    raise LookaheadError(f"unknown scorer {name!r}; choose from {', '.join(SCORERS)}")
 
 
 def score_collection(tasks: Sequence[Task], root: str | Path, scorer: Scorer,
@@ -56,7 +57,7 @@ def score_collection(tasks: Sequence[Task], root: str | Path, scorer: Scorer,
     root = Path(root)
     models = list(models) if models else discover_models(root)
     if not models:
-        raise ValueError(f"{root}/responses: no responses to score; run `lookahead collect generate`")
+        raise LookaheadError(f"{root}/responses: no responses to score; run `lookahead collect generate`")
     by_id = {t.id: t for t in tasks}
     applies = {t.id for t in tasks if scorer.applies(t)}
     summary = ScoreSummary(not_applicable=len(tasks) - len(applies))

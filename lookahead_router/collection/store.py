@@ -11,13 +11,14 @@ done again, so nothing is ever done twice and nothing already written is lost.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 
+from lookahead_router.data.append_log import AppendLog
+from lookahead_router.errors import LookaheadError
 
-class StoreError(ValueError):
+
+class StoreError(LookaheadError):
     """A collection file is malformed; the message names the file and line."""
 
 
@@ -27,42 +28,27 @@ def model_file(folder: Path, model: str) -> Path:
 
 
 class JsonlStore:
-    """Records keyed by ``id`` in one JSON Lines file, resumable after a crash."""
+    """Records keyed by ``id`` in one JSON Lines file, resumable after a crash
+    (``data/append_log.py``)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._log = AppendLog(self.path, StoreError)
 
     def load(self, repair: bool = True) -> dict[str, dict]:
         """The complete records by id. A torn last line (no newline: a crash mid-write) is cut off
         the file when ``repair`` is set; a malformed complete line is an error."""
-        if not self.path.exists():
-            return {}
-        data = self.path.read_bytes()
-        keep = data.rfind(b"\n") + 1
         records: dict[str, dict] = {}
-        for lineno, raw in enumerate(data[:keep].split(b"\n")[:-1], 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise StoreError(f"{self.path}:{lineno}: not valid JSON ({exc})") from exc
-            if not isinstance(row, dict) or "id" not in row:
-                raise StoreError(f"{self.path}:{lineno}: a record needs an 'id'")
+        for where, row in self._log.rows():
+            if "id" not in row:
+                raise StoreError(f"{where}: a record needs an 'id'")
             records[str(row["id"])] = row  # a later line for the same id supersedes
-        if repair and keep < len(data):
-            with self.path.open("r+b") as fh:
-                fh.truncate(keep)
+        if repair:
+            self._log.repair()
         return records
 
     def append(self, records: list[dict]) -> None:
-        if not records:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._log.append(records)
 
 
 def responses_file(root: Path, model: str) -> Path:

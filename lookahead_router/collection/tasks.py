@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from lookahead_router.data.jsonl import prompt_rows
+from lookahead_router.errors import LookaheadError
+from lookahead_router.prompts import row_prompt
 
 SPLITS = ("train", "validation", "test")
 
 
-class TaskFileError(ValueError):
+class TaskFileError(LookaheadError):
     """A prompts file cannot be used; the message names the file and line."""
 
 
@@ -87,19 +89,9 @@ def read_tasks(path: str | Path) -> list[Task]:
 
 
 def _task(qid: str, row: dict, where: str) -> Task:
-    if "prompt" in row:
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise TaskFileError(f"{where}: 'prompt' must be a non-empty string")
-        prompt, messages = row["prompt"], [{"role": "user", "content": row["prompt"]}]
-    elif "messages" in row:
-        from lookahead_router.serving.protocol import prompt_of  # (lazy: it imports FastAPI)
-        try:
-            prompt = prompt_of(row["messages"])
-        except ValueError as exc:
-            raise TaskFileError(f"{where}: {exc}") from exc
-        messages = row["messages"]
-    else:
-        raise TaskFileError(f"{where}: no 'prompt' or 'messages' field")
+    prompt = row_prompt(row, where, TaskFileError, non_empty=True)
+    # what the candidate is sent: the conversation as given, or the prompt as its one user turn
+    messages = row["messages"] if "prompt" not in row else [{"role": "user", "content": prompt}]
     for key in ("source", "split", "entry_point", "setup"):
         if row.get(key) is not None and not isinstance(row[key], str):
             raise TaskFileError(f"{where}: '{key}' must be a string")
@@ -128,7 +120,7 @@ def tasks_from_dataset(ds, sources: Sequence[str] | None = None, limit: int | No
     for source in sources or ds.sources:
         part = ds.where(source=source)
         if not len(part):
-            raise ValueError(f"no queries of source {source!r}; the dataset has {ds.sources}")
+            raise LookaheadError(f"no queries of source {source!r}; the dataset has {ds.sources}")
         order = np.arange(len(part))
         if limit is not None and limit < len(part):
             order = np.sort(np.random.default_rng(seed).permutation(len(part))[:limit])

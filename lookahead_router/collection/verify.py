@@ -24,6 +24,7 @@ from typing import Sequence
 
 from lookahead_router.collection.agreement import Agreement
 from lookahead_router.data.release import PAPER_CANDIDATES
+from lookahead_router.errors import LookaheadError
 from lookahead_router.evaluation.paper_table import PAPER_TABLE1
 
 CHECKS = ("HumanEval", "MBPP", "GSM8K", "MATH", "MT-Bench", "SelfOSS")
@@ -40,7 +41,7 @@ def run_checks(root: str | Path, checks: Sequence[str] = CHECKS, candidates: Seq
     limits = limits or Limits()
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
-        raise ValueError(f"unknown check(s) {unknown}; choose from {', '.join(CHECKS)}")
+        raise LookaheadError(f"unknown check(s) {unknown}; choose from {', '.join(CHECKS)}")
     code = dict(limits=limits, workers=workers, progress=progress)
     runs = {
         "HumanEval": lambda: code_scorer.verify_humaneval(root, candidates, reextract=False, **code)

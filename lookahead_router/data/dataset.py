@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lookahead_router.choices import check_choices
+from lookahead_router.errors import LookaheadError
 
 QUERY_COLUMNS = ["id", "source", "split", "prompt", "turns", "payload"]
 _META_KEY = b"lookahead.candidates"
@@ -27,7 +28,7 @@ _FORMAT_KEY = b"lookahead.format"
 _FORMAT = b"routing-dataset/1"
 
 
-class DatasetError(ValueError):
+class DatasetError(LookaheadError):
     """A routing dataset is malformed or a request on it cannot be met."""
 
 

@@ -18,6 +18,7 @@ import httpx
 from tqdm import tqdm
 
 from lookahead_router.data.release import PAPER_CANDIDATES, SELFOSS_FOLDER
+from lookahead_router.errors import LookaheadError
 
 DEFAULT_URL = "https://raw.githubusercontent.com/huangcb01/lookahead-routing/main/compressed_data/"
 
@@ -44,8 +45,9 @@ def release_files(candidates: Sequence[str] = PAPER_CANDIDATES) -> list[str]:
     return files
 
 
-class DownloadError(RuntimeError):
-    """A release file could not be fetched or arrived incomplete."""
+class DownloadError(LookaheadError, RuntimeError):
+    """A release file could not be fetched or arrived incomplete. (Still a RuntimeError, as it was
+    before LookaheadError, for callers that catch that.)"""
 
 
 def _complete_gzip(path: Path) -> bool:

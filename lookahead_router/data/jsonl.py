@@ -81,7 +81,7 @@ def parse_json_line(line: str, where: str, error: type[Exception]) -> Any:
     return value
 
 
-def prompt_rows(path: str | Path, error: type[Exception] = ValueError) -> Iterator[tuple[str, str, dict]]:
+def prompt_rows(path: str | Path, error: type[Exception]) -> Iterator[tuple[str, str, dict]]:
     """(id, "file:line", object) for each non-blank line. A line that is not a JSON object, one
     nested too deep, an id that is not a string or an integer, or a repeated id raises ``error``
     naming file and line."""

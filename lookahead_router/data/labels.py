@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.errors import LookaheadError
 
 DEFAULT_THRESHOLD = 0.8
 LABEL_RULES = ("relative", "absolute")
@@ -41,9 +42,9 @@ def binary_labels(ds: RoutingDataset, threshold: float = DEFAULT_THRESHOLD, rule
     """[n, T] float labels in {0, 1} under ``rule``; NaN where the candidate has no score (mask
     it out in losses)."""
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
+        raise LookaheadError(f"threshold must lie in [0, 1], got {threshold}")
     if rule not in LABEL_RULES:
-        raise ValueError(f"labels must be one of {LABEL_RULES}, got {rule!r}")
+        raise LookaheadError(f"labels must be one of {LABEL_RULES}, got {rule!r}")
     norm = normalised_scores(ds)
     if rule == "relative":
         present = ~np.isnan(norm).all(axis=1, keepdims=True)

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from lookahead_router.choices import check_choices
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.errors import LookaheadError
 from lookahead_router.metrics.arena_hard import game_value
 
 # The five candidates of the paper's Table 1, in its row order.
@@ -38,7 +39,7 @@ _MT_ANSWER_START = "[The Start of Assistant's Answer]\n"
 _MT_ANSWER_END = "\n[The End of Assistant's Answer]"
 
 
-class ReleaseFormatError(ValueError):
+class ReleaseFormatError(LookaheadError):
     """A release file is missing or malformed. The message names file, benchmark and candidate."""
 
     def __init__(self, path: Path, benchmark: str, candidate: str | None, reason: str):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.errors import LookaheadError
 
 PROTOCOLS = ("cv", "lobo", "split")   # kinds; a protocol's name is cvK, lobo or split
 PROTOCOL_HELP = "cv5 (5-fold, stratified by benchmark; any cvK: K folds), lobo (leave one benchmark out) or split"
@@ -28,7 +29,7 @@ class Fold:
     test: np.ndarray
 
 
-class ProtocolError(ValueError):
+class ProtocolError(LookaheadError):
     """A protocol cannot be applied to this dataset."""
 
 

@@ -18,7 +18,6 @@ import json
 import resource
 import shutil
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,17 +31,17 @@ from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
 from lookahead_router.evaluation.presets import Preset, load_preset
 from lookahead_router.evaluation.report import Report, aggregate, evaluate
 from lookahead_router.precision import environment, resolve_precision
-from lookahead_router.routers.base import ROUTERS, RouterError, make_router
+from lookahead_router.errors import LookaheadError, RouterError
+from lookahead_router.routers.registry import ROUTERS, make_router
+from lookahead_router.routers.registry import names as routers_in
 
-DEPLOYABLE = ("linear", "domain")   # what a user could deploy instead: every router is judged against both
-BASELINES = ("knn", "kmeans", "smoothie", "mlc-clm", "zooter-clm", "routerdc-clm",
-             "mlc-mlm", "zooter-mlm", "routerdc-mlm")
-LOOKAHEAD = ("lookahead-clm-norm", "lookahead-clm", "lookahead-mlm-norm", "lookahead-mlm")
-CEILINGS = ("ceiling-first-m", "ceiling-full")
-MLM_ABLATIONS = ("lookahead-mlm-start", "lookahead-mlm-random", "lookahead-mlm-nocm",
-                 "lookahead-mlm-separate")
+# the groups of the one table of routers (routers/registry.py)
+DEPLOYABLE = routers_in("reference")   # what a user could deploy instead: every router is judged against both
+BASELINES = routers_in("baseline")
+LOOKAHEAD = routers_in("lookahead")
+CEILINGS = routers_in("ceiling")
+MLM_ABLATIONS = routers_in("ablation")
 TASK_BEST = "task-best"
-SEEDED = {"kmeans", "linear", "domain"}  # besides the neural routers, whose options all take a seed
 
 
 def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingDataset:
@@ -50,16 +49,6 @@ def subsample(ds: RoutingDataset, per_source: int, seed: int = 0) -> RoutingData
     source = ds.queries["source"].to_numpy()
     rows = [rng.permutation(np.flatnonzero(source == s))[:per_source] for s in ds.sources]
     return ds.subset(np.sort(np.concatenate(rows)))
-
-
-@lru_cache(maxsize=None)
-def _neural(router: str) -> bool:
-    from lookahead_router.routers.neural import NeuralRouter
-    return isinstance(make_router(router), NeuralRouter)
-
-
-def _seeded(router: str) -> bool:
-    return router in SEEDED or _neural(router)
 
 
 def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, protocol: str = "cv5",
@@ -78,7 +67,6 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
     can reuse another run's finished folds."""
     preset = load_preset(preset) if isinstance(preset, str) else preset
     routers = list(routers or preset.default_routers)
-    import lookahead_router.routers  # noqa: F401  (fills the registry)
     check_choices("router", routers, sorted(ROUTERS), RouterError)
     parsed = parse_protocol(protocol)
     protocol = parsed.name   # recorded canonically: CV5 and cv5 reuse the same finished folds
@@ -86,11 +74,11 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
         raise RouterError(f"routing needs at least two candidates; the dataset has {ds.candidates}")
     seeds = list(seeds)
     if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+        raise LookaheadError(f"seeds must be distinct and at least one, got {seeds}")
     if preset.per_source:
         ds = subsample(ds, preset.per_source, 0)
     if not 0.0 < train_fraction <= 1.0:
-        raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction}")
+        raise LookaheadError(f"train_fraction must lie in (0, 1], got {train_fraction}")
     all_folds = {s: make_folds(ds, parsed, seed=s, add_train=add_train) for s in seeds}
     keep = range(len(all_folds[seeds[0]])) if folds is None else list(folds)
     if not keep or any(not 0 <= i < len(all_folds[seeds[0]]) for i in keep):
@@ -114,7 +102,7 @@ def run_benchmark(ds: RoutingDataset, routers: Sequence[str] | None = None, prot
         decisions[TASK_BEST].append(Decisions.concat(TASK_BEST, [task_best_decisions(ds.subset(f.train), ds.subset(f.test))
                                                       for f in folds[seed]]))
         for router in routers:
-            opts = {**options[router], "progress": progress, **({"seed": seed} if _seeded(router) else {})}
+            opts = {**options[router], "progress": progress, **({"seed": seed} if ROUTERS[router].cls.seeded else {})}
             parts = [_fold_decisions(ds, router, opts, fold, decisions_dir / router / f"seed{seed}",
                                      timings[router], f"seed{seed}/{fold.name}", log) for fold in folds[seed]]
             decisions[router].append(Decisions.concat(router, parts))
@@ -215,11 +203,10 @@ def truncation(ds: RoutingDataset, options: dict) -> list[dict]:
     """How many prompts each (backbone, prompt length) of the run's neural routers cuts (keeping
     their start), so that no report cuts prompts silently."""
     from lookahead_router.routers.backbones import load_tokenizer, max_positions
-    from lookahead_router.routers.neural import NeuralRouter
     groups: dict[tuple, list[str]] = {}
     for name, opts in options.items():
         r = make_router(name, **opts)
-        if isinstance(r, NeuralRouter):
+        if r.neural:
             key = (r.backbone, r.kind, min(r.config.max_length, max_positions(r.backbone, r.kind)))
             groups.setdefault(key, []).append(name)
     prompts = ds.queries["prompt"].tolist()
@@ -234,7 +221,7 @@ def truncation(ds: RoutingDataset, options: dict) -> list[dict]:
 def _label_rules(options: dict) -> dict:
     from lookahead_router.routers.config import NeuralConfig
     default = NeuralConfig.labels
-    return {r: o.get("labels", default) for r, o in options.items() if _neural(r)}
+    return {r: o.get("labels", default) for r, o in options.items() if ROUTERS[r].cls.neural}
 
 
 def _check_settings(folder: Path, settings: dict) -> None:
@@ -245,7 +232,7 @@ def _check_settings(folder: Path, settings: dict) -> None:
         if saved != now:
             differ = "; ".join(f"{k}: {saved.get(k, 'unset')!r} there, {now.get(k, 'unset')!r} now"
                                for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k))
-            raise ValueError(f"{folder} holds decisions made with other settings ({path}: {differ}); "
+            raise LookaheadError(f"{folder} holds decisions made with other settings ({path}: {differ}); "
                              "choose another --out or delete that folder")
     else:
         folder.mkdir(parents=True, exist_ok=True)

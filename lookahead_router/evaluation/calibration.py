@@ -24,6 +24,7 @@ import numpy as np
 
 from lookahead_router.choices import check_choices, unknown_message
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.errors import LookaheadError
 from lookahead_router.evaluation.decisions import Decisions
 from lookahead_router.routers.cost import Price, estimate_tokens, expected_costs, utilities
 
@@ -31,7 +32,7 @@ DENSE_POINTS = 2000   # cost and shares only: ~0.2 ms each on 8k queries
 PLOT_POINTS = 50      # each also gets μn (~0.2 s each on the paper's data, plus ~6 s once)
 
 
-class CalibrationError(ValueError):
+class CalibrationError(LookaheadError):
     """Calibration inputs that cannot be used, or a target that cannot be met."""
 
 

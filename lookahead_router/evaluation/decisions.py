@@ -12,15 +12,26 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.jsonl import parse_json_line
+from lookahead_router.errors import LookaheadError
 
 
-class DecisionsError(ValueError):
+class DecisionsError(LookaheadError):
     """A decisions file is malformed or does not fit the dataset."""
+
+
+def decision_record(qid: str, model: str, scores: Mapping[str, float] | None = None) -> dict:
+    """One line of a decisions file (``scores`` left out when None): what ``Decisions.save`` and
+    the offline `lookahead route` (``offline_route.py``) write."""
+    row = {"id": qid, "model": model}
+    if scores is not None:
+        row["scores"] = dict(scores)
+    return row
 
 
 @dataclass
@@ -42,10 +53,7 @@ class Decisions:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".part", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             for qid, model, scores in zip(self.ids, self.models, self.scores):
-                row = {"id": qid, "model": model}
-                if scores is not None:
-                    row["scores"] = scores
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(decision_record(qid, model, scores), ensure_ascii=False) + "\n")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         return path

@@ -16,13 +16,14 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from lookahead_router.data.dataset import RoutingDataset
+from lookahead_router.errors import LookaheadError
 from lookahead_router.evaluation.decisions import Decisions, task_best_decisions
 from lookahead_router.evaluation.report import CANDIDATES, ORACLE, RANDOM, Report, default_benchmarks, evaluate
 
 HOLDOUT_DIR = "holdout"   # inside the router's folder: decisions.jsonl, report.json, report.md
 
 
-class HoldoutError(ValueError):
+class HoldoutError(LookaheadError):
     """The held-out share cannot be carved from these rows."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from lookahead_router.routers.base import RouterError
+from lookahead_router.errors import LookaheadError, RouterError
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -35,13 +35,9 @@ class Preset:
         group = self.group(router)
         options = {**(self.groups[group]["options"] if group else {}), **self.router_options.get(router, {})}
         if "backbone" in options:
-            options["backbone"] = resolve_backbone(options["backbone"], _kind(router))
+            from lookahead_router.routers.registry import entry
+            options["backbone"] = resolve_backbone(options["backbone"], entry(router).cls.kind)
         return options
-
-
-def _kind(router: str) -> str:
-    from lookahead_router.routers.backbones import CAUSAL, ENCODER
-    return CAUSAL if router.endswith("-clm") or router.startswith("lookahead-clm") else ENCODER
 
 
 @lru_cache(maxsize=32)
@@ -80,7 +76,7 @@ def load_preset(name: str) -> Preset:
     if name not in known:   # (also keeps a name like "../x" from reading another file)
         from lookahead_router.choices import suggest
         guess = suggest(name, known)
-        raise ValueError(f"unknown preset {name!r}" + (f" (did you mean {guess}?)" if guess else "")
+        raise LookaheadError(f"unknown preset {name!r}" + (f" (did you mean {guess}?)" if guess else "")
                          + f"; choose from {', '.join(known)}")
     path = PRESET_DIR / f"{name}.json"
     try:
@@ -88,7 +84,7 @@ def load_preset(name: str) -> Preset:
         return Preset(name, data["description"], data["groups"], data.get("router_options", {}),
                       tuple(data["default_routers"]), data.get("per_source"))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: not a valid preset ({exc})") from exc
+        raise LookaheadError(f"{path}: not a valid preset ({exc})") from exc
 
 
 def preset_names() -> list[str]:

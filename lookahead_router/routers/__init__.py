@@ -1,6 +1,7 @@
-"""Routers. Importing this package registers every router by name (see ``base.make_router``)."""
+"""Routers: the contract (``base.Router``), their options (``config``) and the one table of them
+by name (``registry.ROUTERS``, ``make_router``)."""
 
-from lookahead_router.routers import ceiling, classifiers, linear, lookahead, similarity  # noqa: F401
-from lookahead_router.routers.base import ROUTERS, Router, RouterError, make_router
+from lookahead_router.routers.base import Router, RouterError
+from lookahead_router.routers.registry import ROUTERS, make_router
 
 __all__ = ["ROUTERS", "Router", "RouterError", "make_router"]

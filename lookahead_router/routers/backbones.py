@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lookahead_router.routers.base import RouterError
+from lookahead_router.errors import RouterError
 
 ENCODER, CAUSAL = "encoder", "causal"
 DEFAULT_BACKBONE = {ENCODER: "minilm", CAUSAL: "smollm2"}

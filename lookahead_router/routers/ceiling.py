@@ -20,17 +20,18 @@ from torch import nn
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.routers.backbones import ENCODER, backbone_config
-from lookahead_router.routers.base import RouterError, register, typed
-from lookahead_router.routers.config import NeuralConfig
-from lookahead_router.routers.features import shared_extractor
+from lookahead_router.routers.base import RouterError
+from lookahead_router.routers.config import FullResponseConfig
 from lookahead_router.routers.losses import routing_bce
-from lookahead_router.routers.lookahead import LookaheadRouter
+from lookahead_router.routers.lookahead import LookaheadMLMRouter
 from lookahead_router.routers.lookahead_mlm import LookaheadMLM
 from lookahead_router.routers.neural import NeuralRouter
 
 
 class ResponseAware:
     """Scoring for the references: dataset rows (prompts and responses), never bare prompts."""
+
+    deployable = False
 
     def _score(self, prompts):
         raise RouterError(f"{self.name} is a response-aware reference: it reads each candidate's actual "
@@ -45,13 +46,11 @@ class ResponseAware:
                                     **self._extra_columns(ds)})
 
 
-class FirstTokensCeiling(ResponseAware, LookaheadRouter):
+class FirstTokensCeiling(ResponseAware, LookaheadMLMRouter):
     """Response-aware reference: Lookahead-MLM's architecture with the real first m response
     tokens in the blocks (not deployable)."""
 
-    def __init__(self, **options):
-        super().__init__("lookahead-mlm-norm", **options)
-        self.name = "ceiling-first-m"
+    name = "ceiling-first-m"
 
     def summary(self) -> str:
         return (f"response-aware reference: Lookahead-MLM's architecture reading each candidate's real "
@@ -92,11 +91,11 @@ class FullResponseCeiling(ResponseAware, NeuralRouter):
     candidate (not deployable)."""
 
     name = "ceiling-full"
+    Config = FullResponseConfig
 
-    def __init__(self, response_max_length: int = 256, **options):
-        super().__init__(ENCODER, dict(max_length=256), set(NeuralConfig.__dataclass_fields__), **options)
-        response_max_length = typed(self.name, "response_max_length", response_max_length, int)
-        self.options["response_max_length"] = self.response_max_length = response_max_length
+    @property
+    def response_max_length(self) -> int:
+        return self.config.response_max_length
 
     def summary(self) -> str:
         return (f"response-aware reference: frozen {self.backbone} embeddings of the prompt and each whole "
@@ -104,7 +103,7 @@ class FullResponseCeiling(ResponseAware, NeuralRouter):
 
     def _embed(self, texts: list[str], length: int, desc: str) -> np.ndarray:
         # the same cache as the similarity routers' (SMOOTHIE embeds the same responses)
-        return shared_extractor(self.backbone, ENCODER, length, progress=self.config.progress)(
+        return self._extractor(self.backbone, ENCODER, length, progress=self.config.train.progress)(
             texts, desc=desc, normalize=True)
 
     def _queries(self, prompts: list[str]) -> list[np.ndarray]:
@@ -124,7 +123,3 @@ class FullResponseCeiling(ResponseAware, NeuralRouter):
     def _build(self) -> nn.Module:
         dim = backbone_config(self.backbone, ENCODER).hidden_size
         return EmbeddingCeilingModel(dim, len(self.candidates), self.config.hidden, self.config.dropout)
-
-
-register("ceiling-first-m", FirstTokensCeiling)
-register("ceiling-full", FullResponseCeiling)

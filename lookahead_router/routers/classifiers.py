@@ -26,18 +26,11 @@ from torch import nn
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.routers.backbones import CAUSAL, ENCODER
-from lookahead_router.routers.base import RouterError, register
-from lookahead_router.routers.config import ClassifierConfig, NeuralConfig
-from lookahead_router.routers.features import shared_extractor
+from lookahead_router.routers.config import ClassifierConfig, RouterDCConfig, ZooterConfig
 from lookahead_router.routers.losses import routing_bce, row_weights
 from lookahead_router.routers.neural import NeuralRouter
 from lookahead_router.routers.trunk import Trunk, prompt_layout
 
-FAMILY_OPTIONS = {"mlc": (), "zooter": ("kl_temperature",),
-                  "routerdc": ("top_k", "last_k", "dc_temperature", "cluster_weight", "clusters")}
-COMMON_OPTIONS = {f for f in NeuralConfig.__dataclass_fields__}
-# the classifiers read whole prompts at 256 tokens unless a preset says otherwise
-DEFAULTS = dict(max_length=256)
 
 
 class ClassifierModel(nn.Module):
@@ -123,22 +116,16 @@ LOSSES = {"mlc": mlc_loss, "zooter": zooter_loss, "routerdc": routerdc_loss}
 
 
 class ClassifierRouter(NeuralRouter):
-    """MLC / ZOOTER / RouterDC over an encoder (``kind="encoder"``) or causal-LM backbone."""
+    """MLC / ZOOTER / RouterDC over an encoder or causal-LM backbone (``kind``)."""
 
-    config_class = ClassifierConfig
-
-    def __init__(self, family: str, kind: str, **options):
-        if family not in LOSSES:
-            raise RouterError(f"unknown classifier family {family!r}")
-        self.family = family
-        self.name = f"{family}-{'mlm' if kind == ENCODER else 'clm'}"
-        super().__init__(kind, DEFAULTS, COMMON_OPTIONS | set(FAMILY_OPTIONS[family]), **options)
+    family: str = "mlc"
+    Config = ClassifierConfig
+    WHAT = {"mlc": "multi-label classifier (BCE on 0/1 labels)",
+            "zooter": "ZOOTER (KL to the softmax of normalised scores)",
+            "routerdc": "RouterDC (dual contrastive: sample-LLM + sample-sample)"}
 
     def summary(self) -> str:
-        what = {"mlc": "multi-label classifier (BCE on 0/1 labels)",
-                "zooter": "ZOOTER (KL to the softmax of normalised scores)",
-                "routerdc": "RouterDC (dual contrastive: sample-LLM + sample-sample)"}[self.family]
-        return f"{what}, {self.kind} backbone ({self.backbone})"
+        return f"{self.WHAT[self.family]}, {self.kind} backbone ({self.backbone})"
 
     def _extra_columns(self, ds: RoutingDataset) -> dict:
         if self.family != "routerdc":
@@ -147,14 +134,14 @@ class ClassifierRouter(NeuralRouter):
 
     def _cluster_features(self, ds: RoutingDataset) -> np.ndarray:
         # RouterDC clusters queries by their sentence embedding (the encoder's pooled final state)
-        return shared_extractor(None, ENCODER, 256)(ds.queries["prompt"].tolist(), desc=f"{self.name} clusters")
+        return self._extractor(None, ENCODER, 256)(ds.queries["prompt"].tolist(), desc=f"{self.name} clusters")
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         if self.family == "routerdc":
             from sklearn.cluster import KMeans
             feats = self._cluster_features(ds)
-            self._clusters = KMeans(n_clusters=min(self.config.clusters, len(feats)), random_state=self.config.seed,
-                                    n_init=3).fit(feats)
+            self._clusters = KMeans(n_clusters=min(self.config.clusters, len(feats)),
+                                    random_state=self.config.train.seed, n_init=3).fit(feats)
         super()._fit(ds, validation)
 
     def _build(self) -> nn.Module:
@@ -164,7 +151,32 @@ class ClassifierRouter(NeuralRouter):
         return torch.sigmoid(logits) if self.family == "mlc" else torch.softmax(logits, dim=-1)
 
 
-for _family in LOSSES:
-    for _suffix, _kind in (("mlm", ENCODER), ("clm", CAUSAL)):
-        register(f"{_family}-{_suffix}",
-                 lambda _f=_family, _k=_kind, **options: ClassifierRouter(_f, _k, **options))
+# The six baselines: three losses, each over an encoder (-mlm) or a causal LM (-clm).
+class MLCEncoder(ClassifierRouter):
+    """MLC: a multi-label classifier of the prompt, binary cross-entropy on the 0/1 labels."""
+    name, family, kind = "mlc-mlm", "mlc", ENCODER
+
+
+class MLCCausal(MLCEncoder):
+    __doc__ = MLCEncoder.__doc__
+    name, kind = "mlc-clm", CAUSAL
+
+
+class ZooterEncoder(ClassifierRouter):
+    """ZOOTER: distils the softmax of the candidates' normalised scores (KL divergence)."""
+    name, family, kind, Config = "zooter-mlm", "zooter", ENCODER, ZooterConfig
+
+
+class ZooterCausal(ZooterEncoder):
+    __doc__ = ZooterEncoder.__doc__
+    name, kind = "zooter-clm", CAUSAL
+
+
+class RouterDCEncoder(ClassifierRouter):
+    """RouterDC: query and candidate embeddings trained with a dual contrastive loss."""
+    name, family, kind, Config = "routerdc-mlm", "routerdc", ENCODER, RouterDCConfig
+
+
+class RouterDCCausal(RouterDCEncoder):
+    __doc__ = RouterDCEncoder.__doc__
+    name, kind = "routerdc-clm", CAUSAL

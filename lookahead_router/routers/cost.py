@@ -15,10 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from lookahead_router.errors import LookaheadError
+
 DEFAULT_OUTPUT_TOKENS = 512
 
 
-class CostError(ValueError):
+class CostError(LookaheadError):
     """Costs or a cost weight that cannot be used."""
 
 

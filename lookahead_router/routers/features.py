@@ -12,8 +12,8 @@ benchmark's folds and routers also share the states it has loaded.
 The backbone runs on one of three engines: "torch" (the reference, in the precision that
 ``precision.py`` resolves: fp32, or bf16 where it is native), or "onnx" / "onnx-int8",
 the same computation exported to ONNX and run by ONNX Runtime on CPU (``routers/onnx_encoder.py``).
-``use_engine`` picks it for every extractor made afterwards (routers make theirs through
-``shared_extractor``; `lookahead serve --engine` sets it).
+A router's extractor runs the engine ``Router.load(engine=...)`` was given (`lookahead serve
+--engine`), torch by default; ``keep_cache=False`` (a server) embeds each text and forgets it.
 The onnx engines' features go to their own cache folders: they are close to torch's, not equal.
 """
 
@@ -23,7 +23,6 @@ import hashlib
 import os
 import uuid
 import zipfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -34,36 +33,12 @@ from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, Backbone, effe
                                                 load_tokenizer, max_positions, pooled_hidden, truncation_length)
 from lookahead_router.routers.onnx_encoder import (EXPORT_VERSION, ONNX_INT8, TORCH, OnnxEncoder, check_engine,
                                                    check_exportable, resolve_engine)
+from lookahead_router.cache import cache_root
 from lookahead_router.precision import DTYPES, FP32, resolve_precision
 from lookahead_router.routers.trunk import lower_states
 
-CACHE_ENV = "LOOKAHEAD_CACHE"
 FLUSH_EVERY = 20  # batches
 KEY_BYTES = 20    # a SHA-1 digest
-
-
-_INFERENCE_ONLY = False
-_ENGINE = TORCH
-
-
-def inference_only(enabled: bool = True) -> None:
-    """For a long-running server (`lookahead serve`): extractors embed each request's texts and
-    forget them. The disk cache and the in-memory table would otherwise grow with every new
-    prompt, and progress bars would flood the server's log."""
-    global _INFERENCE_ONLY
-    _INFERENCE_ONLY = enabled
-
-
-def use_engine(engine: str = TORCH) -> None:
-    """Run the frozen backbone of every extractor made from now on with ``engine``: "torch" (the
-    reference), "onnx" or "onnx-int8" (ONNX Runtime on CPU). Extractors already made keep theirs;
-    ``shared_extractor`` makes one per engine."""
-    global _ENGINE
-    _ENGINE = check_engine(engine)
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "lookahead-router" / "features"))
 
 
 def _text_key(text: str) -> bytes:
@@ -73,20 +48,22 @@ def _text_key(text: str) -> bytes:
 class FeatureExtractor:
     """``extractor(texts) -> [n, d]`` float32 pooled hidden states of a frozen backbone
     (L2-normalised when ``normalize``), or with ``layer=k`` a list of [tokens, d] fp16 states after
-    its first k layers; computed once per text and cached on disk. ``engine`` (default: the
-    process's, see ``use_engine``) runs the backbone: "torch", "onnx" or "onnx-int8";
+    its first k layers; computed once per text and cached on disk (``keep_cache=False``: computed
+    per call and forgotten, no progress bar). ``engine`` (default torch) runs the backbone:
+    "torch", "onnx" or "onnx-int8";
     ``precision`` ("auto", "fp32" or "bf16"; default: the process's, see ``precision.py``)
     is the torch engine's dtype. ``self.precision`` says what the features were computed in."""
 
     def __init__(self, backbone: str | None, kind: str, max_length: int = 256, batch_size: int = 32,
                  normalize: bool = False, cache: bool = True, progress: bool = True, layer: int | None = None,
-                 engine: str | None = None, precision: str | None = None):
+                 engine: str | None = None, precision: str | None = None, keep_cache: bool = True):
         backbone = backbone or DEFAULT_BACKBONE[kind]
         self.spec, self.kind = backbone, kind
         self.max_length, self.batch_size = max_length, batch_size
         self.normalize, self.progress, self.layer = normalize, progress, layer
         self.tokens = layer is not None
-        self.engine = resolve_engine(check_engine(engine or _ENGINE), backbone, kind)
+        self.keep_cache = keep_cache
+        self.engine = resolve_engine(check_engine(engine or TORCH), backbone, kind)
         if self.engine != TORCH:
             check_exportable(backbone, kind)   # now, not at the first prompt
         self._backbone: Backbone | None = None
@@ -171,7 +148,7 @@ class FeatureExtractor:
         """[n, d] float32 pooled vectors (L2-normalised when ``normalize``, default: the
         extractor's own setting), or with ``layer`` a list of [tokens_i, d] fp16 arrays."""
         keys = [_text_key(t) for t in texts]
-        if _INFERENCE_ONLY:
+        if not self.keep_cache:
             memory: dict[bytes, np.ndarray] = {}
         else:
             self._load_cache()
@@ -236,15 +213,15 @@ def active_extractors() -> list[FeatureExtractor]:
 
 def shared_extractor(backbone: str | None, kind: str, max_length: int, layer: int | None = None,
                      progress: bool = True, batch_size: int = 32, engine: str | None = None,
-                     precision: str | None = None) -> FeatureExtractor:
-    """One extractor per (backbone, kind, length, layer, cache folder, engine, precision) in a
-    process: a benchmark's folds and routers share the states it has loaded (about 1 GB of prompt
-    states for the release). ``progress`` and ``batch_size`` apply when it is first made; ``engine``
-    and ``precision`` default to the process's (``use_engine``, ``precision.py``)."""
-    engine = check_engine(engine or _ENGINE)
+                     precision: str | None = None, keep_cache: bool = True) -> FeatureExtractor:
+    """One extractor per (backbone, kind, length, layer, cache folder, engine, precision, keeping)
+    in a process: a benchmark's folds and routers share the states it has loaded (about 1 GB of
+    prompt states for the release). ``progress`` and ``batch_size`` apply when it is first made;
+    ``engine`` defaults to torch and ``precision`` to the process's (``precision.py``)."""
+    engine = check_engine(engine or TORCH)
     key = (backbone or DEFAULT_BACKBONE[kind], kind, max_length, layer, str(cache_root()), engine,
-           resolve_precision(precision))
+           resolve_precision(precision), keep_cache)
     if key not in _SHARED:
         _SHARED[key] = FeatureExtractor(key[0], kind, max_length, batch_size, layer=layer, progress=progress,
-                                        engine=engine, precision=key[-1])
+                                        engine=engine, precision=key[6], keep_cache=keep_cache)
     return _SHARED[key]

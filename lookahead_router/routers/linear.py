@@ -26,12 +26,12 @@ import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import average_mu_n, balanced_weights, normalised_scores
-from lookahead_router.routers.base import RouterError, register, typed
+from lookahead_router.routers.base import RouterError
+from lookahead_router.routers.config import DomainConfig, FittedConfig
 from lookahead_router.routers.similarity import _EmbeddingRouter, _nanmean
 
 ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)   # ridge penalties tried on the validation split
 CS = (0.1, 1.0, 10.0, 100.0)               # inverse logistic-regression penalties tried likewise
-BALANCES = ("auto", "none", "sources")
 
 
 class _FittedOnValidation(_EmbeddingRouter):
@@ -39,15 +39,11 @@ class _FittedOnValidation(_EmbeddingRouter):
 
     grid: tuple[float, ...] = ()
     penalty = ""
-    own_options = ("seed", "balance", "cv_folds")
+    Config = FittedConfig
+    seeded = True
 
-    def __init__(self, seed: int = 0, balance: str = "auto", cv_folds: int = 5, **options):
-        if balance not in BALANCES:
-            raise RouterError(f"{self.name}: balance must be one of {BALANCES}, got {balance!r}")
-        if typed(self.name, "cv_folds", cv_folds, int) < 2:
-            raise RouterError(f"{self.name}: cv_folds must be at least 2, got {cv_folds}")
-        super().__init__(seed=typed(self.name, "seed", seed, int), balance=balance, cv_folds=int(cv_folds),
-                         **options)
+    def __init__(self, config=None, /, **options):
+        super().__init__(config, **options)
         self.chosen: dict | None = None
         self.validation: dict[str, float] = {}
 
@@ -57,7 +53,7 @@ class _FittedOnValidation(_EmbeddingRouter):
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         emb = self.embed(ds.queries["prompt"].tolist(), desc=f"{self.name}: train")
-        balances = ("none", "sources") if self.options["balance"] == "auto" else (self.options["balance"],)
+        balances = ("none", "sources") if self.config.balance == "auto" else (self.config.balance,)
         grid = [(b, v) for b in balances for v in self.grid]
         if validation is not None:
             val_emb = self.embed(validation.queries["prompt"].tolist(), desc=f"{self.name}: validation")
@@ -76,12 +72,12 @@ class _FittedOnValidation(_EmbeddingRouter):
         """[n, T] scores of every training row by a model fitted without its fold."""
         from sklearn.model_selection import StratifiedKFold
         source = ds.queries["source"].to_numpy()
-        k = min(self.options["cv_folds"], int(np.unique(source, return_counts=True)[1].min()))
+        k = min(self.config.cv_folds, int(np.unique(source, return_counts=True)[1].min()))
         if k < 2:     # a source with one row: plain folds
             from sklearn.model_selection import KFold
-            splits = KFold(self.options["cv_folds"], shuffle=True, random_state=self.options["seed"]).split(emb)
+            splits = KFold(self.config.cv_folds, shuffle=True, random_state=self.config.seed).split(emb)
         else:
-            splits = StratifiedKFold(k, shuffle=True, random_state=self.options["seed"]).split(emb, source)
+            splits = StratifiedKFold(k, shuffle=True, random_state=self.config.seed).split(emb, source)
         out = np.zeros((len(ds), len(ds.candidates)), np.float32)
         for train, held in splits:
             self._fit_arrays(ds.subset(train), emb[train], value, balance)
@@ -139,15 +135,10 @@ class DomainRouter(_FittedOnValidation):
 
     name = "domain"
     grid, penalty = CS, "C"
-    own_options = (*_FittedOnValidation.own_options, "domain_column", "min_confidence")
-
-    def __init__(self, domain_column: str = "source", min_confidence: float = 0.0, **options):
-        if not 0.0 <= typed("domain", "min_confidence", min_confidence, float) <= 1.0:
-            raise RouterError(f"domain: min_confidence must lie in [0, 1], got {min_confidence}")
-        super().__init__(domain_column=domain_column, min_confidence=float(min_confidence), **options)
+    Config = DomainConfig
 
     def _domains(self, ds: RoutingDataset) -> np.ndarray:
-        column = self.options["domain_column"]
+        column = self.config.domain_column
         if column not in ds.queries.columns:
             raise RouterError(f"domain: the dataset's queries have no column {column!r} (domain_column); "
                               f"columns: {list(ds.queries.columns)}")
@@ -183,14 +174,14 @@ class DomainRouter(_FittedOnValidation):
 
     def _score_embeddings(self, emb: np.ndarray) -> np.ndarray:
         p = self.domain_probabilities(emb)
-        domain = np.where(p.max(axis=1) >= self.options["min_confidence"], p.argmax(axis=1), len(self.labels))
+        domain = np.where(p.max(axis=1) >= self.config.min_confidence, p.argmax(axis=1), len(self.labels))
         return self.table[domain]
 
     def predict_domains(self, prompts: list[str]) -> list[str | None]:
         """The domain each prompt is routed by (None: below ``min_confidence``, the overall best)."""
         emb = np.concatenate(list(self._chunks(list(prompts))))
         p = self.domain_probabilities(emb)
-        return [str(self.labels[k]) if p[i, k] >= self.options["min_confidence"] else None
+        return [str(self.labels[k]) if p[i, k] >= self.config.min_confidence else None
                 for i, k in enumerate(p.argmax(axis=1))]
 
     def _state(self) -> dict[str, np.ndarray]:
@@ -202,7 +193,3 @@ class DomainRouter(_FittedOnValidation):
     def _set_state(self, state: dict[str, np.ndarray], extra: dict, directory: Path) -> None:
         self.coef, self.bias, self.table = state["coef"], state["bias"], state["table"]
         self.labels, self.chosen = np.array(extra["domains"]), extra.get("chosen")
-
-
-register("linear", LinearRouter)
-register("domain", DomainRouter)

@@ -1,6 +1,7 @@
 """The Lookahead routers (paper, Section 4): ``lookahead-clm`` (sequence level, causal LM;
 ``lookahead_clm.py``) and ``lookahead-mlm`` (token level, masked LM with curriculum masking;
-``lookahead_mlm.py``), plus the Figure 4 ablations as router names:
+``lookahead_mlm.py``). The Figure 4 ablations are these routers with other defaults, named in
+``routers/registry.py``:
 
   lookahead-clm-norm, lookahead-mlm-norm   without response modelling (λ = 0)
   lookahead-mlm-start / -random / -nocm    start-masking, random spans, no curriculum
@@ -8,7 +9,8 @@
 
 Training reads each candidate's response (its first ``response_length`` / ``m`` tokens) next to
 its label; scoring needs only the prompt: one forward pass, no decoding. Options are a
-``LookaheadConfig``; the sequence plan (prompt width, m) is fixed at fit time and saved.
+``LookaheadCLMConfig`` or ``LookaheadMLMConfig`` (Appendix C.4 / C.5 defaults: λ and epochs per
+realisation); the sequence plan (prompt width, m) is fixed at fit time and saved.
 """
 
 from __future__ import annotations
@@ -21,37 +23,19 @@ import torch
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.routers.backbones import CAUSAL, ENCODER, max_positions
-from lookahead_router.routers.base import register
-from lookahead_router.routers.config import LookaheadConfig
+from lookahead_router.routers.config import LookaheadCLMConfig, LookaheadMLMConfig
 from lookahead_router.routers.lookahead_clm import LookaheadCLM
 from lookahead_router.routers.lookahead_mlm import LookaheadMLM
 from lookahead_router.routers.neural import NeuralRouter
 from lookahead_router.training.engine import distributed_state
 
-# Appendix C.4 / C.5: λ and epochs per realisation; the MLM reconstructs its first m tokens
-VARIANT_DEFAULTS = {"clm": dict(rm_weight=0.5, epochs=2.0), "mlm": dict(rm_weight=0.2, epochs=4.0)}
-VARIANT_OPTIONS = {"clm": {"rm_weight", "response_length", "rec_tokens"},
-                   "mlm": {"rm_weight", "m", "alpha", "masking", "joint", "rec_tokens"}}
-ABLATIONS = {
-    "lookahead-clm": ("clm", {}), "lookahead-clm-norm": ("clm", {"rm_weight": 0.0}),
-    "lookahead-mlm": ("mlm", {}), "lookahead-mlm-norm": ("mlm", {"rm_weight": 0.0}),
-    "lookahead-mlm-start": ("mlm", {"masking": "start"}), "lookahead-mlm-random": ("mlm", {"masking": "random"}),
-    "lookahead-mlm-nocm": ("mlm", {"masking": "none"}), "lookahead-mlm-separate": ("mlm", {"joint": False}),
-}
 CHARS_PER_TOKEN = 8  # responses are cut to this many characters per kept token before tokenising
 
 
 class LookaheadRouter(NeuralRouter):
     """Lookahead: predicts each candidate's response latent from the prompt, scores from it."""
 
-    config_class = LookaheadConfig
-
-    def __init__(self, name: str, **options):
-        variant, ablation = ABLATIONS[name]
-        self.name, self.variant = name, variant
-        common = set(LookaheadConfig.__dataclass_fields__) - VARIANT_OPTIONS["clm"] - VARIANT_OPTIONS["mlm"]
-        super().__init__(CAUSAL if variant == "clm" else ENCODER, {**VARIANT_DEFAULTS[variant], **ablation},
-                         common | VARIANT_OPTIONS[variant], **options)
+    variant: str = "mlm"   # "clm" (sequence level) | "mlm" (token level)
 
     def summary(self) -> str:
         c = self.config
@@ -101,8 +85,16 @@ class LookaheadRouter(NeuralRouter):
     def _before_training(self, n_rows: int) -> None:
         # the curriculum counts micro-batches of this process
         procs = distributed_state().num_processes
-        self.model.total_steps = max(1, int(math.ceil(n_rows / (self.config.batch_size * procs)) * self.config.epochs))
+        self.model.total_steps = max(1, int(math.ceil(n_rows / (self.config.train.batch_size * procs)) * self.config.train.epochs))
 
 
-for _name in ABLATIONS:
-    register(_name, lambda _n=_name, **options: LookaheadRouter(_n, **options))
+class LookaheadCLMRouter(LookaheadRouter):
+    """Lookahead-CLM: query ‖ MID_t into a causal LM; the hidden state at MID_t is candidate t's
+    response latent, trained to reconstruct the response by next-token prediction."""
+    name, variant, kind, Config = "lookahead-clm", "clm", CAUSAL, LookaheadCLMConfig
+
+
+class LookaheadMLMRouter(LookaheadRouter):
+    """Lookahead-MLM: [CLS] query ‖ m MID tokens per candidate into a masked LM, curriculum masking
+    from the end of each response; [CLS] attention summarises the candidates' latents."""
+    name, variant, kind, Config = "lookahead-mlm", "mlm", ENCODER, LookaheadMLMConfig

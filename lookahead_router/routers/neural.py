@@ -10,9 +10,7 @@ model (``_build``) and any extra training columns (``_extra_columns``).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,10 +21,9 @@ from lookahead_router.data.splits import validation_split
 from lookahead_router.routers.backbones import (DEFAULT_BACKBONE, load_backbone, load_tokenizer, max_positions,
                                                 num_layers)
 from lookahead_router.routers.base import Router, RouterError
-from lookahead_router.routers.config import ConfigError, NeuralConfig, config_from_options
-from lookahead_router.routers.features import shared_extractor
+from lookahead_router.routers.config import NeuralConfig
 from lookahead_router.routers.trunk import Trunk
-from lookahead_router.training.engine import TrainConfig, train
+from lookahead_router.training.engine import train
 
 
 class RowDataset(torch.utils.data.Dataset):
@@ -43,24 +40,15 @@ class RowDataset(torch.utils.data.Dataset):
         return {k: v[i] for k, v in self.columns.items()}
 
 
-def engine_config(config: NeuralConfig) -> TrainConfig:
-    """The training engine's settings found in a router's config."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in dataclasses.asdict(config).items() if k in names})
-
-
 class NeuralRouter(Router):
     """A router whose model trains through the shared engine on a ``Trunk`` of its backbone."""
 
-    config_class: ClassVar[type] = NeuralConfig
+    Config = NeuralConfig
+    seeded = True
+    neural = True
 
-    def __init__(self, kind: str, defaults: dict | None = None, allowed: set[str] | None = None, **options):
-        super().__init__(**options)
-        self.kind = kind
-        try:
-            self.config = config_from_options(self.config_class, options, defaults, allowed, who=self.name)
-        except (ConfigError, TypeError) as exc:
-            raise RouterError(str(exc)) from exc
+    def __init__(self, config=None, /, **options):
+        super().__init__(config, **options)
         self.model: torch.nn.Module | None = None
         self.train_result = None
         self.plan: dict = {}     # lengths fixed at fit time (saved in router.json)
@@ -94,8 +82,8 @@ class NeuralRouter(Router):
         if self.config.finetune:
             enc = self.tokenizer(prompts, truncation=True, max_length=length)
             return [np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"]]
-        extractor = shared_extractor(self.backbone, self.kind, length, layer=self._split(),
-                                     progress=self.config.progress)
+        extractor = self._extractor(self.backbone, self.kind, length, layer=self._split(),
+                                    progress=self.config.train.progress)
         return extractor(prompts, desc=f"{self.name} prompt states")
 
     def _columns(self, ds: RoutingDataset, validation: bool = False) -> dict:
@@ -146,14 +134,14 @@ class NeuralRouter(Router):
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         c = self.config
         if validation is None:
-            ds, validation = validation_split(ds, c.val_fraction, c.seed)
-        torch.manual_seed(c.seed)
+            ds, validation = validation_split(ds, c.val_fraction, c.train.seed)
+        torch.manual_seed(c.train.seed)
         self.plan = self._plan()
         train_cols, val_cols = self._columns(ds), self._columns(validation, validation=True)
         self.model = self._build()
         self._before_training(len(ds))
         self.train_result = train(self.model, RowDataset(train_cols), RowDataset(val_cols), self._collate,
-                                  engine_config(c))
+                                  c.train)
         self.model.eval()
 
     @torch.no_grad()
@@ -170,7 +158,7 @@ class NeuralRouter(Router):
         queries = columns["query"]
         order = np.argsort([-len(q) for q in queries], kind="stable")
         out = np.zeros((len(queries), len(self.candidates)), np.float32)
-        step = self.config.batch_size
+        step = self.config.train.batch_size
         for start in range(0, len(queries), step):
             idx = order[start:start + step]
             batch = self._collate([{k: v[i] for k, v in columns.items()} for i in idx])
@@ -183,7 +171,7 @@ class NeuralRouter(Router):
                 for k, v in self.model.state_dict().items()}
 
     def _extra(self) -> dict:
-        extra = {"kind": self.kind, "plan": self.plan, "config": dataclasses.asdict(self.config)}
+        extra = {"plan": self.plan}
         if self.train_result is not None:
             extra["training"] = self.train_result.to_json()
         return extra

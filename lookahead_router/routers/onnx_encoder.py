@@ -36,9 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lookahead_router.cache import cache_root
 from lookahead_router.precision import BF16, resolve_precision
 from lookahead_router.routers.backbones import ENCODER, Backbone, backbone_config, load_backbone
-from lookahead_router.routers.base import RouterError
+from lookahead_router.errors import RouterError
 from lookahead_router.routers.trunk import lower_states, n_layers
 
 AUTO, TORCH, ONNX, ONNX_INT8 = "auto", "torch", "onnx", "onnx-int8"
@@ -104,7 +105,6 @@ class _ExportedPart(torch.nn.Module):
 
 
 def onnx_root() -> Path:
-    from lookahead_router.routers.features import cache_root   # here: features imports this module
     return cache_root() / "onnx"
 
 

@@ -16,9 +16,8 @@ import numpy as np
 
 from lookahead_router.data.dataset import RoutingDataset
 from lookahead_router.data.labels import normalised_scores
-from lookahead_router.routers.base import Router, RouterError, register, typed
-from lookahead_router.routers.config import ConfigError, check_options
-from lookahead_router.routers.features import shared_extractor
+from lookahead_router.routers.base import Router
+from lookahead_router.routers.config import EmbeddingConfig, KMeansConfig, KNNConfig, SmoothieConfig
 
 CHUNK = 256           # test prompts scored at once (bounds the [chunk, N] similarity matrix)
 KMEANS_N_INIT = 4     # k-means restarts; the best inertia wins
@@ -56,25 +55,15 @@ def _neighbour_mean(sel: np.ndarray, values: np.ndarray,
 
 
 class _EmbeddingRouter(Router):
-    """Shared plumbing: the options every similarity router takes and a lazily built encoder
-    (it is never saved: a loaded router re-creates it from the options)."""
+    """Shared plumbing: a lazily built encoder (never saved: a loaded router re-creates it from
+    its config)."""
 
-    def __init__(self, backbone: str = "minilm", max_length: int = 256, batch_size: int = 32,
-                 progress: bool = True, **options):
-        try:
-            check_options(self.name, options, ["backbone", "max_length", "batch_size", "progress",
-                                               *self.own_options])
-        except ConfigError as exc:
-            raise RouterError(str(exc)) from exc
-        super().__init__(backbone=typed(self.name, "backbone", backbone, str),
-                         max_length=typed(self.name, "max_length", max_length, int),
-                         batch_size=typed(self.name, "batch_size", batch_size, int),
-                         progress=typed(self.name, "progress", progress, bool), **options)
+    Config = EmbeddingConfig
 
     def embed(self, texts: list[str], desc: str = "embed", max_length: int | None = None) -> np.ndarray:
-        o = self.options
-        extractor = shared_extractor(o["backbone"], "encoder", max_length or o["max_length"], progress=o["progress"],
-                                     batch_size=o["batch_size"])
+        c = self.config
+        extractor = self._extractor(c.backbone, "encoder", max_length or c.max_length, progress=c.progress,
+                                    batch_size=c.batch_size)
         return extractor(texts, desc=desc, normalize=True)
 
     def _chunks(self, prompts: list[str]):
@@ -87,12 +76,7 @@ class KNNRouter(_EmbeddingRouter):
     """Score = mean normalised score of the ``k`` most similar training queries (k capped at N)."""
 
     name = "knn"
-    own_options = ("k",)
-
-    def __init__(self, k: int = 100, **options):
-        if typed("knn", "k", k, int) < 1:
-            raise RouterError(f"knn: k must be positive, got {k}")
-        super().__init__(k=int(k), **options)
+    Config = KNNConfig
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         self.embeddings = self.embed(ds.queries["prompt"].tolist(), desc="knn: train")
@@ -102,7 +86,7 @@ class KNNRouter(_EmbeddingRouter):
         present = ~np.isnan(self.scores)
         out = []
         for q in self._chunks(prompts):
-            mean, count = _neighbour_mean(_neighbours(q, self.embeddings, self.options["k"]),
+            mean, count = _neighbour_mean(_neighbours(q, self.embeddings, self.config.k),
                                           self.scores, present)
             out.append(np.where(count > 0, mean, 0.0))  # no neighbour scored it: no credit
         return np.concatenate(out)
@@ -119,12 +103,8 @@ class KMeansRouter(_EmbeddingRouter):
     (hard assignment: the paper routes to the LLM that does best on the nearest cluster)."""
 
     name = "kmeans"
-    own_options = ("k", "seed")
-
-    def __init__(self, k: int = 100, seed: int = 0, **options):
-        if typed("kmeans", "k", k, int) < 1:
-            raise RouterError(f"kmeans: k must be positive, got {k}")
-        super().__init__(k=int(k), seed=typed("kmeans", "seed", seed, int), **options)
+    Config = KMeansConfig
+    seeded = True
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
         from sklearn.cluster import KMeans
@@ -134,7 +114,7 @@ class KMeansRouter(_EmbeddingRouter):
         norm = normalised_scores(ds)
         with warnings.catch_warnings():  # fewer distinct prompts than k: some clusters coincide
             warnings.simplefilter("ignore", ConvergenceWarning)
-            km = KMeans(n_clusters=min(self.options["k"], len(emb)), random_state=self.options["seed"],
+            km = KMeans(n_clusters=min(self.config.k, len(emb)), random_state=self.config.seed,
                         n_init=KMEANS_N_INIT).fit(emb)
         # Clusters left without members (duplicate points) would route with an all-zero row.
         used = np.unique(km.labels_)
@@ -206,14 +186,10 @@ class SmoothieRouter(_EmbeddingRouter):
     method (see ``triplet_weights``) and score θ_t / Σθ. Training scores are never used."""
 
     name = "smoothie"
-    own_options = ("n0", "response_max_length")
+    Config = SmoothieConfig
 
-    def __init__(self, n0: int = 1000, response_max_length: int | None = None, **options):
-        if typed("smoothie", "n0", n0, int) < 1:
-            raise RouterError(f"smoothie: n0 must be positive, got {n0}")
-        if response_max_length is not None:
-            response_max_length = typed("smoothie", "response_max_length", response_max_length, int)
-        super().__init__(n0=int(n0), response_max_length=response_max_length, **options)
+    def __init__(self, config=None, /, **options):
+        super().__init__(config, **options)
         self._pairs: tuple[np.ndarray, np.ndarray] | None = None
 
     def _fit(self, ds: RoutingDataset, validation: RoutingDataset | None) -> None:
@@ -223,7 +199,7 @@ class SmoothieRouter(_EmbeddingRouter):
         resp = np.zeros((*self.mask.shape, self.embeddings.shape[1]), dtype=np.float32)
         if texts:
             resp[self.mask] = self.embed(texts, desc="smoothie: responses",
-                                         max_length=self.options["response_max_length"])
+                                         max_length=self.config.response_max_length)
         self.responses, self._pairs = resp, None
 
     def _score(self, prompts: list[str]) -> np.ndarray:
@@ -232,7 +208,7 @@ class SmoothieRouter(_EmbeddingRouter):
         dist, both = self._pairs
         out = []
         for q in self._chunks(prompts):
-            sel = _neighbours(q, self.embeddings, self.options["n0"])
+            sel = _neighbours(q, self.embeddings, self.config.n0)
             mean, count = _neighbour_mean(sel, dist, both)         # δ_ab over the n0 neighbours
             out.append(triplet_weights(np.where(count > 0, mean, np.nan)))
         return np.concatenate(out)
@@ -244,8 +220,3 @@ class SmoothieRouter(_EmbeddingRouter):
     def _set_state(self, state: dict[str, np.ndarray], extra: dict, directory: Path) -> None:
         self.embeddings, self.responses = state["embeddings"], state["responses"]
         self.mask, self._pairs = state["mask"].astype(bool), None
-
-
-register("knn", KNNRouter)
-register("kmeans", KMeansRouter)
-register("smoothie", SmoothieRouter)

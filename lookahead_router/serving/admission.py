@@ -36,6 +36,17 @@ class ClientLeft(Exception):
     """The client disconnected before its answer began."""
 
 
+async def acquire_slot(slots: asyncio.Semaphore, concurrency: int, queue_timeout_s: float) -> None:
+    """One of the ``concurrency`` slots, waited for at most ``queue_timeout_s``; then the 429 every
+    endpoint that runs the router answers (chat completions through ``Admission``, /v1/route)."""
+    try:
+        async with asyncio.timeout(queue_timeout_s):
+            await slots.acquire()
+    except TimeoutError:
+        raise OpenAIError(429, f"more than {concurrency} requests in flight; retry later",
+                          type="rate_limit_error", code="concurrency_limit")
+
+
 @dataclass
 class RequestRecord:
     """A chat request's request-log row, filled in as the request goes (columns: request_log.py)."""
@@ -99,12 +110,7 @@ class Admission:
         return False
 
     async def take_slot(self) -> None:
-        try:
-            async with asyncio.timeout(self.queue_timeout_s):
-                await self.slots.acquire()
-        except TimeoutError:
-            raise OpenAIError(429, f"more than {self.concurrency} requests in flight; retry later",
-                              type="rate_limit_error", code="concurrency_limit")
+        await acquire_slot(self.slots, self.concurrency, self.queue_timeout_s)
         self.holds_slot = True
         self.metrics.in_flight.inc()
 

@@ -2,7 +2,8 @@
 
     POST /v1/chat/completions   model "lookahead": the router picks the candidate; a candidate's
                                 name goes straight to it. Streaming (SSE) and non-streaming.
-    POST /v1/route              the router's scores and decision, without generating
+    POST /v1/route              the router's scores and decision, without generating (under the
+                                same concurrency limit as chat completions)
     GET  /v1/models, /v1/models/{id}, /health, /metrics (Prometheus)
 
 A routed request tries the candidates from the best utility down (``fallback.py``) and falls back
@@ -27,19 +28,21 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 
+from lookahead_router.catalogue import ConfigError, ServeConfig
 from lookahead_router.routers.base import Router
 from lookahead_router.routers.cost import RouteDecision
 from lookahead_router.serving.access_log import RECORD_KEY, AccessLog
-from lookahead_router.serving.admission import CLIENT_CLOSED, Admission, ClientLeft, unless_client_leaves
-from lookahead_router.serving.config import ConfigError, ServeConfig
+from lookahead_router.serving.admission import (CLIENT_CLOSED, Admission, ClientLeft, acquire_slot,
+                                                unless_client_leaves)
 from lookahead_router.serving.fallback import FallbackChain
 from lookahead_router.serving.metrics import ProxyMetrics
 from lookahead_router.serving.protocol import (ROUTED_MODEL, ChatRequest, FastJSONResponse, OpenAIError,
                                                RouteRequest, chat_prompt, error_response, forwarded_body,
                                                parse, read_json, route_prompt)
 from lookahead_router.serving.request_log import RequestLog
-from lookahead_router.serving.scoring import RouteBatcher
-from lookahead_router.serving.upstream import UpstreamRejected, UpstreamSession, make_upstream
+from lookahead_router.serving.scoring import QueueFull, RouteBatcher
+from lookahead_router.serving.offline_backends import make_upstream
+from lookahead_router.serving.upstream import UpstreamRejected, UpstreamSession
 
 logger = logging.getLogger("lookahead_router.serving")
 
@@ -63,7 +66,8 @@ class Proxy:
                                int(config.request_log_buffer_mb * (1 << 20)), self.metrics)
                     if config.request_log else None)
         self.batcher = RouteBatcher(router, config.prices(), config.batch.max_size, config.batch.max_wait_ms,
-                                    on_batch=self.metrics.router_batch.observe)
+                                    on_batch=self.metrics.router_batch.observe,
+                                    max_queue=config.batch.max_queue)
 
     async def stop(self) -> None:
         await self.batcher.close()
@@ -92,10 +96,25 @@ class Proxy:
             raise OpenAIError(404, f"The model '{name}' does not exist; this proxy serves "
                               f"{self.model_names}", code="model_not_found", param="model")
 
+    @asynccontextmanager
+    async def slot(self):
+        """One of the concurrency slots for a request that has no ``Admission`` (/v1/route): the
+        router's work is bounded however it is asked for, with the same 429 when none frees."""
+        await acquire_slot(self.slots, self.config.concurrency, self.config.queue_timeout_s)
+        self.metrics.in_flight.inc()
+        try:
+            yield
+        finally:
+            self.slots.release()
+            self.metrics.in_flight.dec()
+
     async def decide(self, prompt: str, cost_weight: float | None) -> tuple[RouteDecision, float]:
         start = time.perf_counter()
-        decision = await self.batcher.route(prompt, self.config.cost_weight if cost_weight is None
-                                            else cost_weight)
+        try:
+            decision = await self.batcher.route(prompt, self.config.cost_weight if cost_weight is None
+                                                else cost_weight)
+        except QueueFull as exc:
+            raise OpenAIError(503, f"{exc}; retry later", type="server_error", code="router_queue_full")
         seconds = time.perf_counter() - start
         self.metrics.router_latency.observe(seconds)
         return decision, seconds
@@ -135,8 +154,9 @@ class Proxy:
     # ---- the other endpoints ---------------------------------------------------------------
     async def route(self, request: Request) -> dict:
         req = parse(RouteRequest, await read_json(request, self.config.max_body_bytes))
-        decision, seconds = await self.decide(route_prompt(req, self.config.max_input_chars),
-                                              req.cost_weight)
+        prompt = route_prompt(req, self.config.max_input_chars)
+        async with self.slot():
+            decision, seconds = await self.decide(prompt, req.cost_weight)
         return {"model": decision.model, "scores": decision.probabilities,
                 "utilities": decision.utilities, "cost_weight": decision.cost_weight,
                 "ranking": decision.ranking(), "router_ms": seconds * 1000}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from lookahead_router.serving.config import CircuitBreakerConfig
+from lookahead_router.catalogue import CircuitBreakerConfig
 from lookahead_router.serving.metrics import ProxyMetrics
 from lookahead_router.serving.protocol import OpenAIError
 from lookahead_router.serving.upstream import UpstreamError, UpstreamRejected

@@ -37,8 +37,8 @@ class ServeSettings:
 def load_serving(settings: ServeSettings):
     """The serving config with the options applied, and the router, loaded and warmed up."""
     from lookahead_router.routers.base import Router
-    from lookahead_router.routers.features import inference_only, use_engine
-    from lookahead_router.serving.config import ConfigError, load_config
+    from lookahead_router.routers.onnx_encoder import check_engine
+    from lookahead_router.catalogue import ConfigError, load_config
     config = load_config(settings.config_file)
     if settings.cost_weight is not None:
         config.cost_weight = settings.cost_weight
@@ -49,9 +49,9 @@ def load_serving(settings: ServeSettings):
     router_dir = settings.router_dir or config.router
     if router_dir is None:
         raise ConfigError(f"{settings.config_file}: no router: pass --router DIR or set 'router' in the config")
-    inference_only()  # a server embeds every new prompt: keep no cache, print no bars
-    use_engine(config.engine)  # before the router makes its feature extractor
-    router = Router.load(router_dir)
+    # A server embeds every new prompt: it keeps no feature cache and prints no bars.
+    check_engine(config.engine)   # a mistyped engine is named before any router is read
+    router = Router.load(router_dir, engine=config.engine, keep_cache=False)
     # Load weights and caches now, not on the first request: the router makes its extractor here,
     # so the onnx engines export (first run) or load their cached graph at this point.
     router.score(["warm-up"])

@@ -16,6 +16,9 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from lookahead_router.catalogue import is_postgres, sqlite_path
+from lookahead_router.errors import LookaheadError
+
 # 1: the SQLite layout before versions; 2: unique request_id, the version table; 3: prompt_tokens,
 # completion_tokens, cost_usd.
 SCHEMA_VERSION = 3
@@ -38,16 +41,8 @@ _PROMPTS_SQL = ("SELECT prompt_sha256, MIN(prompt) FROM requests WHERE prompt IS
                 "GROUP BY prompt_sha256 ORDER BY MIN(time)")
 
 
-class LogStoreError(ValueError):
+class LogStoreError(LookaheadError):
     """The request log's database cannot be opened or is not a request log."""
-
-
-def is_postgres(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
-
-
-def sqlite_path(url: str | Path) -> Path:
-    return Path(re.sub(r"^sqlite:///?", "", str(url)) if str(url).startswith("sqlite:") else url)
 
 
 def redacted(url: str) -> str:

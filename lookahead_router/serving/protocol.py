@@ -1,5 +1,5 @@
 """The OpenAI wire format as the proxy reads and writes it: request bodies and their checks, the
-prompt a conversation is routed on, and errors shaped like OpenAI's
+prompt a conversation is routed on (found by ``prompts.py``), and errors shaped like OpenAI's
 (``{"error": {"message", "type", "param", "code"}}``), so every OpenAI client reports them well.
 
 Bodies are parsed by orjson, which is strict where the standard library is lenient: an unpaired
@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lookahead_router.data.jsonl import deep_field, deep_field_of_text, nesting_message, printable_field
+from lookahead_router.prompts import PromptError, content_text, prompt_of
 
 ROUTED_MODEL = "lookahead"
 
@@ -156,12 +157,12 @@ def chat_prompt(chat: ChatRequest, body: dict, max_chars: int) -> Optional[str]:
     pass-through request needs no user message (its prompt is then None); a routed one does."""
     try:
         chars = sum(len(content_text(m.content)) for m in chat.messages if m.content is not None)
-    except ValueError as exc:
+    except PromptError as exc:
         raise OpenAIError(400, f"messages: {exc}", code="invalid_request", param="messages")
     check_length(chars, max_chars)
     try:
         return prompt_of(body["messages"])
-    except ValueError as exc:
+    except PromptError as exc:
         if chat.model == ROUTED_MODEL:
             raise OpenAIError(400, str(exc), code="invalid_request", param="messages")
         return None
@@ -173,46 +174,7 @@ def route_prompt(req: RouteRequest, max_chars: int) -> str:
     try:
         prompt = req.prompt if req.prompt is not None else prompt_of(
             [m.model_dump() for m in req.messages])
-    except ValueError as exc:
+    except PromptError as exc:
         raise OpenAIError(400, str(exc), code="invalid_request", param="messages")
     check_length(len(prompt), max_chars)
     return prompt
-
-
-# ---- OpenAI messages (also read by `lookahead route`, the replay backend and data collection) --
-def content_text(content) -> str:
-    """The text of an OpenAI message ``content``: a string, or a list of content parts whose
-    ``text`` parts are joined by newlines (images and audio cannot be routed on, so they are
-    skipped)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for k, part in enumerate(content):
-            if not isinstance(part, dict):
-                raise ValueError(f"content part {k} is {type(part).__name__}, not an object")
-            if part.get("type", "text") == "text":
-                if not isinstance(part.get("text"), str):
-                    raise ValueError(f"content part {k} of type 'text' has no string 'text'")
-                texts.append(part["text"])
-        return "\n".join(texts)
-    raise ValueError(f"content is {type(content).__name__}; expected a string or a list of "
-                     "content parts")
-
-
-def prompt_of(messages: list[dict]) -> str:
-    """The prompt a conversation is routed on: its last user message (the turn being answered;
-    earlier turns were answered already, and the router was trained on single prompts)."""
-    if not isinstance(messages, list) or not messages:
-        raise ValueError("'messages' must be a non-empty list of {\"role\", \"content\"} objects")
-    for i in range(len(messages) - 1, -1, -1):
-        msg = messages[i]
-        if not isinstance(msg, dict):
-            raise ValueError(f"messages[{i}] is {type(msg).__name__}, not an object")
-        if msg.get("role") == "user":
-            try:
-                return content_text(msg.get("content"))
-            except ValueError as exc:
-                raise ValueError(f"messages[{i}]: {exc}") from exc
-    roles = sorted({str(m.get("role")) for m in messages if isinstance(m, dict)})
-    raise ValueError(f"no user message to route on (roles present: {', '.join(roles) or 'none'})")

@@ -50,7 +50,7 @@ def default_spool_dir(url: str) -> Path:
     if not is_postgres(url):
         path = sqlite_path(url)
         return path.with_name(path.name + ".spool")
-    from lookahead_router.routers.features import cache_root
+    from lookahead_router.cache import cache_root
     safe = "".join(c if c.isalnum() else "_" for c in redacted(url).split("://", 1)[1].replace(":***", ""))
     return cache_root() / "request-log-spool" / safe
 
@@ -189,7 +189,7 @@ def _row(entry: dict) -> list:
 
 def export_prompts(url: str | Path, out_path: str | Path) -> int:
     """Write the distinct logged prompts as JSONL ``{"id": <sha256>, "prompt": ...}``, oldest
-    first (the format `lookahead route --input` reads), from a SQLite file or a PostgreSQL URL.
+    first (the format `lookahead route --prompts` reads), from a SQLite file or a PostgreSQL URL.
     Returns the number written."""
     url = str(url)
     store = PostgresStore(url, create=False) if is_postgres(url) else SQLiteStore(sqlite_path(url), create=False)

@@ -17,21 +17,32 @@ from lookahead_router.routers.base import Router
 from lookahead_router.routers.cost import Price, RouteDecision, expected_costs
 
 
+class QueueFull(Exception):
+    """The router's queue holds ``max_queue`` prompts already: this one is refused, not queued."""
+
+
 class RouteBatcher:
     def __init__(self, router: Router, prices: Mapping[str, Price], max_size: int = 32,
-                 max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None):
+                 max_wait_ms: float = 2.0, on_batch: Callable[[int], None] | None = None,
+                 max_queue: int = 1024):
         self.router, self.prices = router, prices
         self.max_size, self.max_wait = max_size, max_wait_ms / 1000
+        # Bounded: a router slower than the arrivals must refuse prompts, not hold ever more of
+        # them (and their clients) in memory while each waits longer than the last.
+        self.max_queue = max_queue
         self.on_batch = on_batch  # told each batch's size (metrics)
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
 
     async def route(self, prompt: str, cost_weight: float) -> RouteDecision:
         if self._worker is None:
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.Queue(maxsize=self.max_queue)
             self._worker = asyncio.create_task(self._run())
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((prompt, cost_weight, future))
+        try:
+            self._queue.put_nowait((prompt, cost_weight, future))
+        except asyncio.QueueFull:
+            raise QueueFull(f"the router's queue is full ({self.max_queue} prompts waiting)") from None
         return await future
 
     def _route(self, prompts: list[str], cost_weight: float) -> list[RouteDecision]:

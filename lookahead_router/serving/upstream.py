@@ -1,5 +1,6 @@
 """The backends a candidate's requests go to: an OpenAI-compatible server over HTTP, or one that
-answers without a network call (``offline_backends.py``: recorded responses, or an echo).
+answers without a network call (``offline_backends.py``: recorded responses, or an echo;
+``offline_backends.make_upstream`` picks one of the two for each model of the config).
 
 Every backend speaks the same two calls:
     await backend.complete(body)   -> the chat.completion JSON (a dict)
@@ -23,8 +24,8 @@ from typing import AsyncIterator, Optional
 import aiohttp
 import orjson
 
+from lookahead_router.catalogue import UpstreamConfig
 from lookahead_router.data.jsonl import MAX_NESTING, deep_field
-from lookahead_router.serving.config import UpstreamConfig
 from lookahead_router.serving.usage import asking_for_usage, client_wants_usage
 
 # The upstream's own auth, permission and routing errors: the deployment's fault, not the client's.
@@ -222,13 +223,3 @@ def _raise_for_status(status: int, content: bytes) -> None:
         body = {"error": {"message": content.decode("utf-8", "replace")[:500],
                           "type": "upstream_error", "code": None, "param": None}}
     raise UpstreamRejected(status, body)
-
-
-def make_upstream(name: str, config: UpstreamConfig, session: UpstreamSession):
-    if config.local is not None:
-        raise ValueError(f"models.{name}: local models only generate (lookahead collect generate); "
-                         "serve them behind an OpenAI-compatible server (e.g. vLLM) and give base_url")
-    if config.base_url is not None:
-        return HTTPUpstream(name, config, session)
-    from lookahead_router.serving.offline_backends import offline_upstream  # (it imports this module)
-    return offline_upstream(name, config)

@@ -34,6 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from lookahead_router.errors import LookaheadError
+from lookahead_router.options import option
 from lookahead_router.precision import BF16, resolve_precision
 
 STATE_FILE = "trainer_state.json"
@@ -41,20 +43,23 @@ STATE_FILE = "trainer_state.json"
 
 @dataclass
 class TrainConfig:
-    lr: float = 5e-5
-    batch_size: int = 64          # per process; effective = batch_size x processes x grad_accum
-    epochs: float = 2.0
-    grad_accum: int = 1
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_every: int = 100         # optimizer steps between validation + checkpoint
-    patience: int = 0             # validations without a better one before stopping (0: never stop early)
-    seed: int = 0
-    bf16: bool = True             # autocast where the precision setting resolves to bf16 (GPU or native-bf16 CPU)
-    output_dir: str | None = None  # checkpoints; a temporary folder when None
-    resume: bool = False
-    progress: bool = True
+    lr: float = option(5e-5, "Peak learning rate (AdamW, cosine schedule).", positive=True)
+    batch_size: int = option(64, "Prompts per step and process (effective: x processes x grad_accum).",
+                             positive=True)
+    epochs: float = option(2.0, "Epochs at most (with patience, training may stop earlier).", positive=True)
+    grad_accum: int = option(1, "Gradient accumulation steps.", positive=True)
+    warmup_ratio: float = option(0.1, "Share of the steps spent warming the learning rate up.", low=0.0, high=1.0)
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and norms).", low=0.0)
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.", positive=True)
+    eval_every: int = option(100, "Optimizer steps between validations (each saves a checkpoint).", positive=True)
+    patience: int = option(0, "Stop after this many validations without a better average μn (0: never "
+                           "stop early).", low=0)
+    seed: int = option(0, "Seed of initialisation, shuffling and the validation carve-out.")
+    bf16: bool = option(True, "Autocast to bf16 where the precision setting resolves to bf16 (a GPU or a "
+                        "CPU with native bf16); false: fp32 always.")
+    output_dir: str | None = option(None, "Checkpoint folder (default: a temporary one).")
+    resume: bool = option(False, "Continue from the last checkpoint in output_dir.")
+    progress: bool = option(True, "Show progress bars.")
 
 
 @dataclass
@@ -99,9 +104,9 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
           accelerator: Accelerator | None = None) -> TrainResult:
     """Train ``model`` in place; on return it holds the weights of the best validation step."""
     if len(train_set) == 0:
-        raise ValueError("the training set is empty")
+        raise LookaheadError("the training set is empty")
     if len(val_set) == 0:
-        raise ValueError("the validation set is empty: give the router more training rows")
+        raise LookaheadError("the validation set is empty: give the router more training rows")
     set_seed(config.seed)
     # bf16 autocast where the precision setting resolves to bf16 (precision.py): a GPU, or a CPU
     # with native bf16 (where it trains the cpu preset's routers faster; bench/training_cost.py)
@@ -145,7 +150,7 @@ def train(model: torch.nn.Module, train_set: Dataset, val_set: Dataset, collate,
                disable=not (config.progress and accelerator.is_main_process))
     batches_per_epoch = len(train_loader)
     if batches_per_epoch == 0:
-        raise ValueError("the training loader yields no batch")
+        raise LookaheadError("the training loader yields no batch")
     done_batches = state["step"] * config.grad_accum
     running = None
     while state["step"] < total:

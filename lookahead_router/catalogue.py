@@ -1,4 +1,8 @@
-"""The serving configuration (`models.yaml`): one upstream per candidate, and the proxy's limits.
+"""The models catalogue (`models.yaml`): one upstream per candidate, and the proxy's limits.
+
+One file read by every command that needs the candidates: `lookahead serve` (the proxy), `route`
+and `calibrate` (prices, the router), `collect generate` (upstreams, sampling) and `analyze cost`.
+It lives outside ``serving/`` so that those commands load no part of the proxy.
 
     router: ../runs/router          # optional; `lookahead serve --router` overrides it
     cost_weight: 0.0                # w in P(good) − w · relative cost; per request: "cost_weight"
@@ -25,18 +29,29 @@ Relative paths are read from the config file's folder.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lookahead_router.errors import LookaheadError
 from lookahead_router.routers.cost import DEFAULT_OUTPUT_TOKENS, Price
-from lookahead_router.serving.log_stores import is_postgres, sqlite_path
 
 
-class ConfigError(ValueError):
-    """The serving configuration is missing, malformed or inconsistent."""
+class ConfigError(LookaheadError):
+    """The models catalogue is missing, malformed or inconsistent."""
+
+
+# The request log's address (``request_log``): here, not in serving/log_stores.py, because loading
+# the catalogue resolves a SQLite path against the file's folder; the log stores use them too.
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def sqlite_path(url: str | Path) -> Path:
+    return Path(re.sub(r"^sqlite:///?", "", str(url)) if str(url).startswith("sqlite:") else url)
 
 
 class _Strict(BaseModel):
@@ -91,6 +106,9 @@ class CircuitBreakerConfig(_Strict):
 class BatchConfig(_Strict):
     max_size: int = Field(32, ge=1)        # prompts scored together
     max_wait_ms: float = Field(2.0, ge=0)  # how long the first prompt waits for others
+    # prompts waiting for the router at most; more are refused (503). Every waiting prompt holds
+    # a slot (`concurrency`), so this binds only when clients that left still have prompts queued.
+    max_queue: int = Field(1024, ge=1)
 
 
 class GenerationConfig(_Strict):

@@ -49,8 +49,10 @@ class Router:
                 config = self.Config.from_options(options, who=self.name)
             except ConfigError as exc:   # (its cause names the option for the CLI's --set)
                 raise RouterError(str(exc)) from exc
-        elif options or not isinstance(config, self.Config):
+        elif options:
             raise RouterError(f"{self.name}: pass a {self.Config.__name__} or keyword options, not both")
+        elif not isinstance(config, self.Config):
+            raise RouterError(f"{self.name}: its config is a {self.Config.__name__}, not a {type(config).__name__}")
         self.config = config
         self.candidates: list[str] = []
         self.trained_with: dict = {}   # a loaded router: the environment() it was saved in

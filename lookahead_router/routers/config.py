@@ -66,7 +66,6 @@ class OptionInfo:
     default: Any
     help: str
     nested: str | None   # "train" for the training engine's fields, else None
-    choices: tuple | None = None
 
 
 @lru_cache(maxsize=None)
@@ -99,11 +98,11 @@ class RouterConfig:
                 for g in dataclasses.fields(inner):
                     kind, optional = _scalar(_types(type(inner))[g.name])
                     out.append(OptionInfo(g.name, kind, optional, getattr(inner, g.name),
-                                          g.metadata.get("help", ""), f.name, g.metadata.get("choices")))
+                                          g.metadata.get("help", ""), f.name))
             else:
                 kind, optional = _scalar(_types(cls)[f.name])
                 out.append(OptionInfo(f.name, kind, optional, getattr(defaults, f.name),
-                                      f.metadata.get("help", ""), None, f.metadata.get("choices")))
+                                      f.metadata.get("help", ""), None))
         return out
 
     @classmethod

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from lookahead_router.data.labels import DEFAULT_THRESHOLD, LABEL_RULES
 from lookahead_router.errors import LookaheadError
 from lookahead_router.options import option
-from lookahead_router.training.engine import TrainConfig
+from lookahead_router.training.config import TrainConfig
 
 
 class ConfigError(LookaheadError):

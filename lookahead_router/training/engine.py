@@ -35,31 +35,10 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from lookahead_router.errors import LookaheadError
-from lookahead_router.options import option
+from lookahead_router.training.config import TrainConfig
 from lookahead_router.precision import BF16, resolve_precision
 
 STATE_FILE = "trainer_state.json"
-
-
-@dataclass
-class TrainConfig:
-    lr: float = option(5e-5, "Peak learning rate (AdamW, cosine schedule).", positive=True)
-    batch_size: int = option(64, "Prompts per step and process (effective: x processes x grad_accum).",
-                             positive=True)
-    epochs: float = option(2.0, "Epochs at most (with patience, training may stop earlier).", positive=True)
-    grad_accum: int = option(1, "Gradient accumulation steps.", positive=True)
-    warmup_ratio: float = option(0.1, "Share of the steps spent warming the learning rate up.", low=0.0, high=1.0)
-    weight_decay: float = option(0.01, "AdamW weight decay (not on biases and norms).", low=0.0)
-    max_grad_norm: float = option(1.0, "Gradient clipping norm.", positive=True)
-    eval_every: int = option(100, "Optimizer steps between validations (each saves a checkpoint).", positive=True)
-    patience: int = option(0, "Stop after this many validations without a better average μn (0: never "
-                           "stop early).", low=0)
-    seed: int = option(0, "Seed of initialisation, shuffling and the validation carve-out.")
-    bf16: bool = option(True, "Autocast to bf16 where the precision setting resolves to bf16 (a GPU or a "
-                        "CPU with native bf16); false: fp32 always.")
-    output_dir: str | None = option(None, "Checkpoint folder (default: a temporary one).")
-    resume: bool = option(False, "Continue from the last checkpoint in output_dir.")
-    progress: bool = option(True, "Show progress bars.")
 
 
 @dataclass
